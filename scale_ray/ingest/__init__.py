@@ -1,0 +1,1 @@
+"""Statement parsers: CSV layouts, OFX and ReBIT DEPOSIT FI data, into :mod:`records`."""

@@ -1,0 +1,1 @@
+"""The ledger: Delta Lake tables ``transactions`` and ``accounts`` (DESIGN §2)."""

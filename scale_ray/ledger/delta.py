@@ -1,0 +1,151 @@
+"""Delta table access: creation, appends with conflict retries, snapshots by version."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from scale_ray.ledger.schema import PARTITIONS, TABLE_SCHEMAS
+from scale_ray.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Table properties: checkpoints often enough that opening a snapshot stays cheap.
+TABLE_CONFIGURATION = {
+    "delta.checkpointInterval": "50",
+    "delta.logRetentionDuration": "interval 30 days",
+}
+
+
+def open_table(settings: Settings, name: str, *, create: bool = True) -> DeltaTable:
+    """Open table ``name`` under the data root, creating it (schema, partitions) if missing."""
+    uri = settings.table_uri(name)
+    try:
+        return DeltaTable(uri)
+    except TableNotFoundError:
+        if not create:
+            raise
+    try:
+        return DeltaTable.create(
+            uri,
+            schema=TABLE_SCHEMAS[name],
+            partition_by=PARTITIONS[name] or None,
+            name=name,
+            configuration=TABLE_CONFIGURATION,
+            mode="ignore",
+        )
+    except (CommitFailedError, DeltaError):
+        # Someone else created it between our two calls.
+        return DeltaTable(uri)
+
+
+def ensure_tables(
+    settings: Settings, names: tuple[str, ...] = ("transactions", "accounts", "imports")
+) -> None:
+    for name in names:
+        open_table(settings, name)
+
+
+class DeltaAppender:
+    """Appends Arrow batches to one table, retrying conflicts and transient storage errors.
+
+    Keeps the ``DeltaTable`` open so a commit only reads the log entries it has not seen yet.
+    Not thread-safe; a LedgerWriter owns one per table.
+    """
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.settings = settings
+        self.name = name
+        self.table = open_table(settings, name)
+        self.partition_by = PARTITIONS[name] or None
+
+    def append(self, data: pa.Table, *, metadata: dict[str, str] | None = None) -> int:
+        """Append ``data`` in one commit; returns the committed table version."""
+        attempts = self.settings.commit_retries
+        for attempt in range(attempts + 1):
+            try:
+                write_deltalake(
+                    self.table,
+                    data,
+                    mode="append",
+                    partition_by=self.partition_by,
+                    commit_properties=CommitProperties(
+                        custom_metadata=metadata, max_commit_retries=attempts
+                    ),
+                )
+                return self.table.version()
+            except (CommitFailedError, OSError, DeltaError) as exc:
+                if attempt == attempts or isinstance(exc, TableNotFoundError):
+                    raise
+                delay = min(0.5, 0.005 * 2**attempt) * (0.5 + random.random())
+                log.warning(
+                    "commit to %s failed (%s); retry %d in %.3fs",
+                    self.name,
+                    exc,
+                    attempt + 1,
+                    delay,
+                )
+                time.sleep(delay)
+                self.table = open_table(self.settings, self.name)
+        raise AssertionError("unreachable")
+
+
+class SnapshotCache:
+    """Arrow datasets of a table at given versions, for reads that must see one snapshot.
+
+    ``latest_version`` refreshes incrementally; ``dataset(version, bucket)`` returns a dataset
+    restricted to one ``user_bucket`` partition when the table is partitioned. Thread-safe.
+    """
+
+    def __init__(self, settings: Settings, name: str, capacity: int = 16) -> None:
+        self.settings = settings
+        self.name = name
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._head: DeltaTable | None = None
+        self._tables: OrderedDict[int, DeltaTable] = OrderedDict()
+        self._datasets: OrderedDict[tuple[int, int | None], ds.Dataset] = OrderedDict()
+
+    def latest_version(self) -> int:
+        with self._lock:
+            if self._head is None:
+                self._head = open_table(self.settings, self.name)
+            else:
+                self._head.update_incremental()
+            return self._head.version()
+
+    def table_at(self, version: int) -> DeltaTable:
+        with self._lock:
+            table = self._tables.get(version)
+            if table is None:
+                table = DeltaTable(self.settings.table_uri(self.name), version=version)
+                self._tables[version] = table
+                while len(self._tables) > self.capacity:
+                    self._tables.popitem(last=False)
+            else:
+                self._tables.move_to_end(version)
+            return table
+
+    def dataset(self, version: int, bucket: int | None = None) -> ds.Dataset:
+        key = (version, bucket)
+        with self._lock:
+            cached = self._datasets.get(key)
+            if cached is not None:
+                self._datasets.move_to_end(key)
+                return cached
+        table = self.table_at(version)
+        partitions = [("user_bucket", "=", str(bucket))] if bucket is not None else None
+        dataset = table.to_pyarrow_dataset(partitions=partitions)
+        with self._lock:
+            self._datasets[key] = dataset
+            while len(self._datasets) > self.capacity * 8:
+                self._datasets.popitem(last=False)
+        return dataset

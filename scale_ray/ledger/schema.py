@@ -1,0 +1,77 @@
+"""Arrow schemas of the ledger tables. Money is int64 minor units plus an ISO currency code."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+UTC_US = pa.timestamp("us", tz="UTC")
+
+TRANSACTIONS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("user_bucket", pa.int32(), nullable=False),
+        pa.field("txn_id", pa.string(), nullable=False),
+        pa.field("account_id", pa.string(), nullable=False),
+        pa.field("amount_minor", pa.int64(), nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("booked_at", UTC_US, nullable=False),
+        # The source's UTC offset in minutes, so local time can be shown as the bank showed it.
+        pa.field("booked_offset_min", pa.int16(), nullable=False),
+        pa.field("value_date", pa.date32()),
+        pa.field("narration", pa.string(), nullable=False),
+        pa.field("merchant", pa.string()),
+        pa.field("mode", pa.string()),
+        pa.field("balance_after_minor", pa.int64()),
+        pa.field("category_hint", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("import_id", pa.string()),
+        pa.field("ingested_at", UTC_US, nullable=False),
+    ]
+)
+
+ACCOUNTS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("user_bucket", pa.int32(), nullable=False),
+        pa.field("account_id", pa.string(), nullable=False),
+        pa.field("masked_number", pa.string()),
+        pa.field("institution", pa.string()),
+        pa.field("account_type", pa.string()),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("opening_balance_minor", pa.int64(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("created_at", UTC_US, nullable=False),
+    ]
+)
+
+IMPORTS = pa.schema(
+    [
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("seq", pa.int32(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("filename", pa.string()),
+        pa.field("format", pa.string()),
+        pa.field("raw_uri", pa.string()),
+        pa.field("rows_parsed", pa.int64(), nullable=False),
+        pa.field("rows_written", pa.int64(), nullable=False),
+        pa.field("rows_duplicate", pa.int64(), nullable=False),
+        pa.field("rows_rejected", pa.int64(), nullable=False),
+        # JSON list of {"row": n, "reason": "..."}; capped, the count above is exact.
+        pa.field("rejections_json", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("options_json", pa.string()),
+        pa.field("updated_at", UTC_US, nullable=False),
+    ]
+)
+
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    "transactions": TRANSACTIONS,
+    "accounts": ACCOUNTS,
+    "imports": IMPORTS,
+}
+PARTITIONS: dict[str, list[str]] = {
+    "transactions": ["user_bucket"],
+    "accounts": ["user_bucket"],
+    "imports": [],
+}
