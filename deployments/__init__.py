@@ -1,0 +1,1 @@
+"""Thin Ray Serve deployments and the app builders named in ``serve_config.yaml``."""

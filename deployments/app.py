@@ -1,0 +1,29 @@
+"""App builders referenced by ``serve_config.yaml`` (``import_path: deployments.app:build_app``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from scale_ray.settings import Settings
+
+
+class AppArgs(BaseModel):
+    """Typed builder arguments; unset fields come from ``SCALE_*`` environment variables."""
+
+    data_root: str | None = None
+    num_buckets: int | None = None
+    writer_shards: int | None = None
+
+    def settings(self) -> Settings:
+        overrides = {k: v for k, v in self.model_dump().items() if v is not None}
+        return Settings.from_env(**overrides)
+
+
+def build_app(args: AppArgs) -> Any:
+    """The main SCALE application: the HTTP gateway (ledger writes go to LedgerWriter actors)."""
+    from deployments.gateway import Gateway
+
+    settings = args.settings()
+    return Gateway.bind(settings.as_env())
