@@ -45,7 +45,7 @@ def get_or_create_writer(settings: Settings, shard: int) -> ray.actor.ActorHandl
     ).remote(settings.as_env(), shard)
 
 
-def _split_by_shard(table: pa.Table | None, shards: int) -> dict[int, pa.Table]:
+def split_by_shard(table: pa.Table | None, shards: int) -> dict[int, pa.Table]:
     if table is None or table.num_rows == 0:
         return {}
     buckets = table.column("user_bucket").to_numpy()
@@ -74,8 +74,8 @@ class LedgerWriterClient:
         self, transactions: pa.Table, accounts: pa.Table | None
     ) -> dict[int, tuple[pa.Table, pa.Table | None]]:
         shards = self.settings.writer_shards
-        txn_parts = _split_by_shard(transactions, shards)
-        acc_parts = _split_by_shard(accounts, shards)
+        txn_parts = split_by_shard(transactions, shards)
+        acc_parts = split_by_shard(accounts, shards)
         plan: dict[int, tuple[pa.Table, pa.Table | None]] = {}
         for shard in set(txn_parts) | set(acc_parts):
             txns = txn_parts.get(shard, transactions.slice(0, 0))
