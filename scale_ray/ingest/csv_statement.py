@@ -140,6 +140,14 @@ _MONDY_RE = re.compile(
     re.ASCII,
 )
 
+_DATE_PATTERNS = (
+    ("iso", _ISO_RE),
+    ("three", _THREE_RE),
+    ("compact", _COMPACT_RE),
+    ("dmony", _DMONY_RE),
+    ("mondy", _MONDY_RE),
+)
+
 
 def _tz_from(text: str | None) -> timezone:
     if not text or text.upper() in {"Z", "UTC", "GMT"}:
@@ -182,12 +190,9 @@ def parse_datetime(text: str, date_order: str = "dmy", *, label: str = "date") -
     value = text.strip()
     if not value:
         raise FieldError(f"{label} is empty")
-    match = (
-        _ISO_RE.fullmatch(value)
-        or _THREE_RE.fullmatch(value)
-        or _COMPACT_RE.fullmatch(value)
-        or _DMONY_RE.fullmatch(value)
-        or _MONDY_RE.fullmatch(value)
+    kind, match = next(
+        ((name, found) for name, pattern in _DATE_PATTERNS if (found := pattern.fullmatch(value))),
+        ("", None),
     )
     if match is None:
         raise FieldError(
@@ -196,7 +201,9 @@ def parse_datetime(text: str, date_order: str = "dmy", *, label: str = "date") -
         )
     groups = match.groupdict()
     try:
-        if "a" in groups:
+        if kind == "iso":
+            y, m, d = int(groups["y"]), int(groups["m"]), int(groups["d"])
+        elif kind == "three":
             a, b, c = int(groups["a"]), int(groups["b"]), groups["c"]
             if date_order == "ymd":
                 y, m, d = a, b, int(c)
@@ -204,7 +211,7 @@ def parse_datetime(text: str, date_order: str = "dmy", *, label: str = "date") -
             else:
                 year = int(c) if len(c) == 4 else two_digit_year(int(c))
                 y, m, d = (year, b, a) if date_order == "dmy" else (year, a, b)
-        elif "digits" in groups:
+        elif kind == "compact":
             digits = groups["digits"]
             if len(digits) == 8:
                 y, m, d = int(digits[:4]), int(digits[4:6]), int(digits[6:])
