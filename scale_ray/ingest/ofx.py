@@ -45,7 +45,9 @@ def _parse_tree(data: bytes) -> tuple[ET.Element, dict[int, str]]:
             builder.feed(match.group().decode("latin-1"))
             builder.close()
         except Exception as exc:
-            broken[number] = f"STMTTRN {number}: ofxtools cannot read it: {exc}"
+            broken[number] = (
+                f"STMTTRN {number}: its tags are malformed, ofxtools cannot read it: {exc}"
+            )
     if not broken:
         raise ParseError(f"not a readable OFX file: {first}") from first
     pieces, last = [], 0

@@ -61,8 +61,8 @@ def detect_format(data: bytes, filename: str = "") -> str:
         or sum(ch < " " and ch not in "\t\r\n" for ch in sample) > len(sample) // 10
     ):
         raise ParseError("the file is binary, not a statement (CSV, OFX, ReBIT XML or JSON)")
-    first_line = next((line for line in head.split("\n", 50) if line.strip()), "")
-    if any(d in first_line for d in DELIMITERS) or hint == "csv":
+    lines = head.split("\n", 20)[:20]
+    if any(d in line for line in lines for d in DELIMITERS) or hint == "csv":
         return "csv"
     if hint is not None:
         return hint

@@ -232,34 +232,53 @@ class LedgerReader:
                        arg_max(balance_after_minor, (booked_at, txn_id)) AS reported_balance_minor
                 FROM t WHERE user_bucket = ? AND user_id = ? GROUP BY account_id, currency
             )
-            SELECT a.*, coalesce(s.flow_minor, 0) AS flow_minor,
+            SELECT a.*, s.currency AS flow_currency, coalesce(s.flow_minor, 0) AS flow_minor,
                    coalesce(s.transactions, 0) AS transactions, s.last_booked_at,
-                   s.reported_balance_minor, s.currency AS txn_currency
-            FROM a LEFT JOIN s ON a.account_id = s.account_id AND a.currency = s.currency
-            ORDER BY a.account_id
+                   s.reported_balance_minor
+            FROM a LEFT JOIN s ON a.account_id = s.account_id
+            ORDER BY a.account_id, s.currency = a.currency DESC, s.currency
         """
         rows = self._query(sql, [bucket, user_id, bucket, user_id], t=txns, acc=accounts)
-        out = []
+        by_account: dict[str, dict[str, Any]] = {}
         for row in rows:
-            balance = int(row["opening_balance_minor"]) + int(row["flow_minor"])
             cur = row["currency"]
-            item = {
-                "account_id": row["account_id"],
-                "masked_number": row["masked_number"],
-                "institution": row["institution"],
-                "account_type": row["account_type"],
-                "currency": cur,
-                "opening_balance_minor": int(row["opening_balance_minor"]),
-                "balance_minor": balance,
-                "balance": from_minor(balance, cur),
-                "reported_balance_minor": row["reported_balance_minor"],
-                "transactions": int(row["transactions"]),
-                "last_booked_at": row["last_booked_at"]
-                .astimezone(UTC)
-                .isoformat()
-                .replace("+00:00", "Z")
-                if row["last_booked_at"]
-                else None,
-            }
-            out.append(item)
+            item = by_account.get(row["account_id"])
+            if item is None:
+                opening = int(row["opening_balance_minor"])
+                item = by_account[row["account_id"]] = {
+                    "account_id": row["account_id"],
+                    "masked_number": row["masked_number"],
+                    "institution": row["institution"],
+                    "account_type": row["account_type"],
+                    "currency": cur,
+                    "opening_balance_minor": opening,
+                    "balance_minor": opening,
+                    "balance": from_minor(opening, cur),
+                    "reported_balance_minor": None,
+                    "transactions": 0,
+                    "last_booked_at": None,
+                    # Flows booked in another currency than the account's (not in the balance).
+                    "other_currency_flows": [],
+                }
+            if row["flow_currency"] is None:
+                continue
+            item["transactions"] += int(row["transactions"])
+            last = _iso_utc(row["last_booked_at"])
+            if last and (item["last_booked_at"] is None or last > item["last_booked_at"]):
+                item["last_booked_at"] = last
+            if row["flow_currency"] == cur:
+                item["balance_minor"] = item["opening_balance_minor"] + int(row["flow_minor"])
+                item["balance"] = from_minor(item["balance_minor"], cur)
+                item["reported_balance_minor"] = row["reported_balance_minor"]
+            else:
+                flow = int(row["flow_minor"])
+                item["other_currency_flows"].append(
+                    {
+                        "currency": row["flow_currency"],
+                        "flow_minor": flow,
+                        "flow": from_minor(flow, row["flow_currency"]),
+                        "transactions": int(row["transactions"]),
+                    }
+                )
+        out = list(by_account.values())
         return out, {"transactions": txn_version, "accounts": acc_version}

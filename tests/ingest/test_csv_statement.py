@@ -155,7 +155,7 @@ def test_generic_iso_dates_signed_amounts_currency_column() -> None:
     result = _parse(
         "Date,Description,Amount,Currency,Balance,Reference\n"
         "2024-01-02,Coffee,-3.50,GBP,96.50,R1\n"
-        "2024-01-03T09:15:00+05:30,Salary,\"1,234.56\",INR,,R2\n"
+        '2024-01-03T09:15:00+05:30,Salary,"1,234.56",INR,,R2\n'
         "2024-01-04 18:00,Refund,+2.00,eur,,R3\n"
     )
     assert result.format == "csv:generic"
@@ -211,15 +211,13 @@ def test_generic_debit_credit_columns_semicolon_default_currency() -> None:
     ],
 )
 def test_generic_date_styles(value: str, order: str | None, expected: date) -> None:
-    result = _parse(f"Date,Amount\n{value},1.00\n", default_currency="USD", date_order=order)
+    result = _parse(f'Date,Amount\n"{value}",1.00\n', default_currency="USD", date_order=order)
     assert result.rejections == []
     assert result.rows[0].booked_at == datetime.combine(expected, datetime.min.time(), UTC)
 
 
 def test_generic_month_first_detected_over_whole_column() -> None:
-    result = _parse(
-        "Date,Amount\n01/02/2024,1.00\n12/31/2024,2.00\n", default_currency="USD"
-    )
+    result = _parse("Date,Amount\n01/02/2024,1.00\n12/31/2024,2.00\n", default_currency="USD")
     assert [r.booked_at.date() for r in result.rows] == [date(2024, 1, 2), date(2024, 12, 31)]
 
 
