@@ -105,7 +105,7 @@ def test_raw_ampersand_and_angle_brackets_and_name_variants() -> None:
 
 
 def test_repair_xml_leaves_valid_xml_alone() -> None:
-    valid = '<a x="1 &amp; 2 &#38; &#x26;" y=\'q\'>t &lt; u</a>'
+    valid = "<a x=\"1 &amp; 2 &#38; &#x26;\" y='q'>t &lt; u</a>"
     assert repair_xml(valid) == valid
     assert repair_xml('<a n="x < y > z"/>') == '<a n="x &lt; y &gt; z"/>'
 
