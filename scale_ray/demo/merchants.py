@@ -124,7 +124,17 @@ _KEYWORD_BUCKET: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "fuel",
-        ("pfs ", "petrol", "pay at pump", "shell ", "esso ", "texaco", "bp ", "f/stn", "s/stn"),
+        (
+            "pfs ",
+            "petro",
+            "pay at pump",
+            "shell ",
+            "esso ",
+            "texaco",
+            "bp ",
+            "f/stn",
+            "s/stn",
+        ),
     ),
     (
         "groceries",
@@ -151,17 +161,52 @@ _KEYWORD_BUCKET: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "transport",
-        ("trainline", "trains", "uber ", "taxi", "ncp", "parking", "ringgo", "oyster", "tfl "),
+        (
+            "trainline",
+            "trains",
+            "uber ",
+            "taxi",
+            "ncp",
+            "parking",
+            "park mobile",
+            "ringgo",
+            "oyster",
+            "tfl ",
+        ),
     ),
-    ("utilities", ("npower", "british gas", "e.on", "edf energy", "scottish power", "water")),
+    (
+        "utilities",
+        (
+            "npower",
+            "british gas",
+            "britishgas",
+            "e.on",
+            "edf energy",
+            "scottish power",
+            "stwater",
+            " water ",
+        ),
+    ),
     ("phone", ("vodafone", "o2 uk", "giffgaff", "ee  t-mobile", "bt bill payment", "virgin media")),
     (
         "subscriptions",
-        ("netflix", "spotify", "amazon prime", "tvlicensing", "itunes", "google google play"),
+        (
+            "netflix",
+            "spotify",
+            "amazon prime",
+            "prime amzn",
+            "tvlicensing",
+            "itunes",
+            "google google play",
+        ),
     ),
     (
         "entertainment",
         ("cinema", "odeon", "cineworld", "vue bsl", "theatre", "bowl", "zoo", "safari"),
+    ),
+    (
+        "shopping",
+        ("amazon", "argos", "screwfix", "b  q ", "wickes", "ebay", "primark", "boots", "currys"),
     ),
 )
 

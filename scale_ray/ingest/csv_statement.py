@@ -297,14 +297,14 @@ def parse_amount(text: str, currency: str, *, label: str = "amount") -> int:
     if len(s) > 1 and s.endswith("-") and s[0] not in "+-":
         sign, s = -sign, s[:-1].strip()
     lead = ""
-    if s[:1] in "+-":
+    if s.startswith(("+", "-")):
         lead, s = s[0], s[1:].strip()
     if s.casefold().startswith("rs."):
         s = s[3:].strip()
     elif s.casefold().startswith("rs") and s[2:3].isdigit():
         s = s[2:]
     s = s.strip(_SYMBOLS).strip()
-    if not lead and s[:1] in "+-":
+    if not lead and s.startswith(("+", "-")):
         lead, s = s[0], s[1:].strip()
     s = s.replace(" ", "")
     if _EURO_RE.fullmatch(s):
@@ -384,7 +384,9 @@ def sniff_delimiter(text: str) -> str:
     chosen = ","
     for rank, delimiter in enumerate(DELIMITERS):
         try:
-            counts = [len(row) for row in csv.reader(lines, delimiter=delimiter)]
+            counts = [
+                len(row) for row in csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
+            ]
         except csv.Error:
             continue
         multi = [c for c in counts if c >= 2]
@@ -410,7 +412,9 @@ def read_rows(data: bytes) -> list[list[str]]:
         text = text.replace("\r", "\n")
     delimiter = sniff_delimiter(text)
     try:
-        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        return list(
+            csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True)
+        )
     except csv.Error as exc:
         raise ParseError(f"the CSV cannot be split into rows: {exc}") from exc
 
