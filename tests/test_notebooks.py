@@ -22,11 +22,14 @@ def small_ledger(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Setting
     writer = OfflineLedgerWriter(settings)
     for user in ("ana", "ben", "chen"):
         rows = make_txns(40, prefix=f"{user}-")
+        buckets = settings.num_buckets
+        accounts = implied_accounts(rows, "default")
         writer.write(
-            transactions_table(user, rows, num_buckets=settings.num_buckets, source="test"),
-            accounts_table(user, implied_accounts(rows, "default"), num_buckets=settings.num_buckets,
-                           source="test", default_currency="GBP"),
-        )  # fmt: skip
+            transactions_table(user, rows, num_buckets=buckets, source="test"),
+            accounts_table(
+                user, accounts, num_buckets=buckets, source="test", default_currency="GBP"
+            ),
+        )
     monkeypatch.setenv("SCALE_DATA_ROOT", settings.data_root)
     monkeypatch.setenv("SCALE_NUM_BUCKETS", str(settings.num_buckets))
     return settings

@@ -22,8 +22,10 @@ _AMOUNT_RE = re.compile(r"[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)", re.ASCII)
 
 
 def _tree(data: bytes) -> ET.Element:
-    tree = OFXTree()
-    return tree.parse(io.BytesIO(data))
+    root = OFXTree().parse(io.BytesIO(data))
+    if not isinstance(root, ET.Element):
+        raise ValueError("no OFX elements after the header")
+    return root
 
 
 def _parse_tree(data: bytes) -> tuple[ET.Element, dict[int, str]]:

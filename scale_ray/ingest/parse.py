@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import re
 
-from scale_ray.ingest.csv_statement import DELIMITERS, ColumnMapping, decode_text, parse_csv
+from scale_ray.ingest.csv_statement import (
+    DATE_ORDERS,
+    DELIMITERS,
+    ColumnMapping,
+    decode_text,
+    parse_csv,
+)
 from scale_ray.ingest.ofx import parse_ofx
 from scale_ray.ingest.rebit_deposit import parse_rebit_json, parse_rebit_xml
 from scale_ray.ingest.records import ParseError, ParseResult
+from scale_ray.money import MoneyError, normalize_currency
 
 __all__ = ["FORMATS", "ColumnMapping", "ParseError", "detect_format", "parse_bytes"]
 
@@ -87,11 +94,19 @@ def parse_bytes(
     ``format`` is one of :data:`FORMATS` (``auto`` detects it); ``mapping`` and ``date_order``
     (``dmy``, ``mdy``, ``ymd`` or None to detect) apply to CSV only; ``default_currency`` fills
     in where the source names none; ``account_id`` is used for rows whose source has no account
-    of its own. Only :class:`ParseError` is raised: for an unreadable source, or for arguments
-    that are not valid (it is a ValueError). Bad rows come back as ``Rejection``.
+    of its own. ReBIT data without a Summary currency is INR, whatever ``default_currency`` says
+    (the AA scheme is Indian). Only :class:`ParseError` is raised: for an unreadable source, or
+    for arguments that are not valid (it is a ValueError). Bad rows come back as ``Rejection``.
     """
     if format not in FORMATS:
         raise ParseError(f"format {format!r} is not one of {', '.join(FORMATS)}")
+    if date_order is not None and date_order not in DATE_ORDERS:
+        raise ParseError(f"date_order {date_order!r} is not one of {', '.join(DATE_ORDERS)}")
+    if default_currency is not None:
+        try:
+            default_currency = normalize_currency(default_currency)
+        except MoneyError as exc:
+            raise ParseError(f"default currency: {exc}") from exc
     fmt = detect_format(data, filename) if format == "auto" else format
     try:
         if fmt == "csv":

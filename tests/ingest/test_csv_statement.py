@@ -370,3 +370,17 @@ def test_field_helpers() -> None:
         timedelta(hours=5, minutes=30)
     )
     assert parse_datetime("01/02/2024 3:04 PM").hour == 15
+
+
+def test_currency_from_amount_header() -> None:
+    result = _parse("Date,Amount (EUR),Description\n2024-03-01,-9.99,Train\n")
+    assert [(r.amount_minor, r.currency) for r in result.rows] == [(-999, "EUR")]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"format": "xlsx"}, {"date_order": "ydm"}, {"default_currency": "pounds"}],
+)
+def test_invalid_arguments_are_parse_errors(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ParseError):
+        parse_bytes(b"Date,Amount\n2024-01-01,1\n", **kwargs)  # type: ignore[arg-type]

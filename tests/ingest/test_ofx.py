@@ -163,5 +163,5 @@ def test_unreadable_ofx_is_a_parse_error(data: bytes) -> None:
 
 
 def test_parse_error_carries_ofxtools_message() -> None:
-    with pytest.raises(ParseError, match="not a readable OFX file: .*header"):
+    with pytest.raises(ParseError, match=r"not a readable OFX file: .*header"):
         parse_bytes(b"OFXHEADER:100\nDATA:OFXSGML\n<OFX>junk", format="ofx")
