@@ -19,13 +19,18 @@ Usage: ``python benchmarks/ingest.py [--quick] [--rows N] [--out PATH] [--profil
 
 from __future__ import annotations
 
+import os
+
+# Ray reads its auth mode when first imported: token auth, as ``make`` and the tests run it.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 import argparse
 import asyncio
 import contextlib
 import dataclasses
 import json
 import math
-import os
 import platform
 import random
 import secrets
@@ -96,7 +101,7 @@ class Plan:
 
 
 FULL = Plan(
-    rows=600_000,
+    rows=1_500_000,
     max_writes={1: 4_000, 100: 2_000, 10_000: 1_000},
     seconds=20.0,
     latency_posts=1_000,
@@ -105,8 +110,8 @@ FULL = Plan(
 QUICK = Plan(
     rows=60_000,
     max_writes={1: 300, 100: 150, 10_000: 1_000},
-    seconds=3.0,
-    latency_posts=120,
+    seconds=2.0,
+    latency_posts=100,
     warmup_posts=16,
 )
 
@@ -568,6 +573,7 @@ class Bench:
         requests: list[tuple[bytes, dict[str, str]]],
         batch: int,
         concurrency: int,
+        seconds: float,
     ) -> Measured:
         async with self._http_client(concurrency) as http:
 
@@ -579,14 +585,16 @@ class Bench:
 
             warm = self._requests(settings, 1, self.plan.warmup_posts, f"w{batch}-{concurrency}-")
             await run_concurrent(warm, send, min(concurrency, 8), 60.0, 1)
-            return await run_concurrent(requests, send, concurrency, self.plan.seconds, batch)
+            return await run_concurrent(requests, send, concurrency, seconds, batch)
 
     def http(self, batch: int) -> None:
         settings, client = self.deploy(f"http-{batch}")
         concurrency = HTTP_CONCURRENCY[batch]
         requests = self._requests(settings, batch, self.plan.writes(batch), f"p{batch}-")
         with self.profiler.record(f"http-{batch}", client):
-            m = asyncio.run(self._post_all(settings, requests, batch, concurrency))
+            m = asyncio.run(
+                self._post_all(settings, requests, batch, concurrency, self.plan.seconds)
+            )
         stored = ledger_rows(settings) - USERS - self.plan.warmup_posts
         if stored != m.rows:
             raise RuntimeError(f"ledger holds {stored} benchmark rows, {m.rows} were acked")
@@ -622,7 +630,7 @@ class Bench:
         for concurrency in LATENCY_CONCURRENCY:
             posts = self._requests(settings, 1, self.plan.latency_posts, f"l{concurrency}-")
             with self.profiler.record(f"latency-http-c{concurrency}", client):
-                m = asyncio.run(self._post_all(settings, posts, 1, concurrency))
+                m = asyncio.run(self._post_all(settings, posts, 1, concurrency, 600.0))
             self._latency("http", concurrency, m)
 
     def _latency(self, path: str, concurrency: int, m: Measured) -> None:
@@ -638,8 +646,6 @@ class Bench:
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
         load_before = os.getloadavg()
-        os.environ["RAY_AUTH_MODE"] = "token"
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ["SCALE_DATA_ROOT"] = self.base.data_root
         self.log(f"data roots under {self.tmp}; plan {dataclasses.asdict(self.plan)}")
         try:

@@ -87,6 +87,19 @@ def mask_number(number: str | None) -> str | None:
     return "".join("X" if ch.isdigit() and i not in keep else ch for i, ch in enumerate(text))
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """A value quoted for a rejection reason, clipped so one bad cell cannot flood a report."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return repr(text)
+
+
+def clip(message: str, limit: int = 300) -> str:
+    """A third-party error message cut to a readable length."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
 def snake(name: str) -> str:
     """``TRANS CAC CODE 1`` -> ``trans_cac_code_1`` (keys of ``ParsedTxn.extra``)."""
     return re.sub(r"[^0-9a-z]+", "_", name.strip().casefold()).strip("_") or "column"
@@ -196,7 +209,7 @@ def parse_datetime(text: str, date_order: str = "dmy", *, label: str = "date") -
     )
     if match is None:
         raise FieldError(
-            f"{label} {text!r} is not a recognised date "
+            f"{label} {shown(text)} is not a recognised date "
             "(expected e.g. 2024-01-31, 31/01/2024, 20240131)"
         )
     groups = match.groupdict()
@@ -226,7 +239,7 @@ def parse_datetime(text: str, date_order: str = "dmy", *, label: str = "date") -
             m, d = month, int(groups["d"])
         return _build(y, m, d, match)
     except (ValueError, OverflowError) as exc:
-        raise FieldError(f"{label} {text!r} is not a valid date") from exc
+        raise FieldError(f"{label} {shown(text)} is not a valid date") from exc
 
 
 def parse_date(text: str, date_order: str = "dmy", *, label: str = "date") -> date:
@@ -262,13 +275,14 @@ _MAX_DECIMAL_ADJUSTED = 18  # int64 minor units never need more than 19 digits
 def decimal_to_minor(value: Decimal, currency: str, *, label: str = "amount") -> int:
     """``to_minor`` for a Decimal from JSON/OFX, refusing huge exponents before expanding them."""
     if not value.is_finite():
-        raise FieldError(f"{label} {str(value)!r} is not a finite number")
+        raise FieldError(f"{label} {shown(value)} is not a finite number")
     if value and value.adjusted() > _MAX_DECIMAL_ADJUSTED:
-        raise FieldError(f"{label} {str(value)!r} does not fit in int64 minor units")
+        raise FieldError(f"{label} {shown(value)} does not fit in int64 minor units")
     try:
         return to_minor(value, currency)
     except MoneyError as exc:
-        raise FieldError(str(exc).replace("amount", label, 1)) from exc
+        message = str(exc).replace(repr(value), shown(value))
+        raise FieldError(message.replace("amount", label, 1)) from exc
 
 
 def parse_amount(text: str, currency: str, *, label: str = "amount") -> int:
@@ -310,11 +324,11 @@ def parse_amount(text: str, currency: str, *, label: str = "amount") -> int:
     if _EURO_RE.fullmatch(s):
         s = s.replace(".", "").replace(",", ".")
     if not s or s[0] in "+-":
-        raise FieldError(f"{label} {original!r} is not a decimal number")
+        raise FieldError(f"{label} {shown(original)} is not a decimal number")
     try:
         minor = to_minor(lead + s, currency)
     except MoneyError as exc:
-        message = str(exc).replace(repr(lead + s), repr(original))
+        message = str(exc).replace(repr(lead + s), shown(original))
         raise FieldError(message.replace("amount", label, 1)) from exc
     return sign * minor
 
@@ -324,7 +338,7 @@ def parse_currency(text: str, *, label: str = "currency") -> str:
     try:
         return normalize_currency(text)
     except MoneyError as exc:
-        raise FieldError(f"{label} {text!r} is not a three-letter ISO 4217 code") from exc
+        raise FieldError(f"{label} {shown(text)} is not a three-letter ISO 4217 code") from exc
 
 
 CREDIT_WORDS = frozenset({"credit", "cr", "c", "deposit", "dep", "in", "prijem", "+"})
@@ -382,12 +396,14 @@ def sniff_delimiter(text: str) -> str:
     lines = [line for line in text.split("\n", _SNIFF_LINES)[:_SNIFF_LINES] if line.strip()]
     best: tuple[int, int, int] | None = None
     chosen = ","
+    error: csv.Error | None = None
     for rank, delimiter in enumerate(DELIMITERS):
         try:
             counts = [
                 len(row) for row in csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
             ]
-        except csv.Error:
+        except csv.Error as exc:
+            error = exc
             continue
         multi = [c for c in counts if c >= 2]
         if not multi:
@@ -397,6 +413,8 @@ def sniff_delimiter(text: str) -> str:
         if best is None or score > best:
             best, chosen = score, delimiter
     if best is None:
+        if error is not None:
+            raise ParseError(f"the CSV cannot be split into rows: {error}")
         raise ParseError("no usable header: no line is split into columns by ';', ',', tab or '|'")
     return chosen
 
@@ -707,6 +725,7 @@ class _Birmingham(_RowBuilder):
         c = table.col
         self.date, self.amount = c("trans date"), c("original gross amt")
         self.orig_cur, self.bill_cur = c("original cur"), c("billing cur code")
+        self.bill_amount = c("billing gross amt")
         self.merchant, self.card = c("merchant name"), c("card number")
         self.cac_desc, self.cac_code, self.directorate = (
             c("trans cac desc 1"),
@@ -714,9 +733,11 @@ class _Birmingham(_RowBuilder):
             c("directorate"),
         )
         self.headers = table.headers
+        # The amount column read into amount_minor is not repeated in ``extra``; the other is.
+        amount_column = self.bill_amount if self.bill_amount is not None else self.amount
         self.used = {
             i
-            for i in (self.date, self.amount, self.merchant, self.card, self.cac_desc)
+            for i in (self.date, amount_column, self.merchant, self.card, self.cac_desc)
             if i is not None
         }
         self.account_id = account_id
@@ -728,10 +749,17 @@ class _Birmingham(_RowBuilder):
         if booked is None:
             booked = parse_datetime(raw_date, "dmy")
             self.dates[raw_date] = booked
-        currency_text = _cell(row, self.orig_cur) or _cell(row, self.bill_cur) or "GBP"
-        currency = parse_currency(currency_text)
+        # The card account is billed in its own currency: the billing amount is what the ledger
+        # holds; a foreign original amount stays in ``extra``. Older files only have ORIGINAL.
+        billed = _cell(row, self.bill_amount)
+        if billed:
+            currency = parse_currency(_cell(row, self.bill_cur) or "GBP")
+            raw_amount = billed
+        else:
+            currency = parse_currency(_cell(row, self.orig_cur) or "GBP")
+            raw_amount = _cell(row, self.amount)
         # Positive gross amount is spend on the card: a debit from the holder's view.
-        amount = -parse_amount(_cell(row, self.amount), currency)
+        amount = -parse_amount(raw_amount, currency)
         merchant = _cell(row, self.merchant)
         card_digits = re.sub(r"\D", "", _cell(row, self.card))
         account = f"card-{card_digits[-4:]}" if card_digits else self.account_id
@@ -764,11 +792,11 @@ class _Berka(_RowBuilder):
         booked = self.dates.get(raw)
         if booked is None:
             if not re.fullmatch(r"[0-9]{6}", raw, re.ASCII):
-                raise FieldError(f"date {raw!r} is not a YYMMDD date")
+                raise FieldError(f"date {shown(raw)} is not a YYMMDD date")
             try:
                 booked = datetime(1900 + int(raw[:2]), int(raw[2:4]), int(raw[4:]), tzinfo=UTC)
             except ValueError as exc:
-                raise FieldError(f"date {raw!r} is not a valid date") from exc
+                raise FieldError(f"date {shown(raw)} is not a valid date") from exc
             self.dates[raw] = booked
         return booked
 
@@ -783,7 +811,7 @@ class _Berka(_RowBuilder):
             elif lowered.startswith(("credit", "prijem")):
                 sign = 1
             else:
-                raise FieldError(f"type {kind!r} is neither credit nor withdrawal")
+                raise FieldError(f"type {shown(kind)} is neither credit nor withdrawal")
         amount = sign * abs(parse_amount(_cell(row, self.amount), "CZK"))
         balance_text = _cell(row, self.balance)
         balance = parse_amount(balance_text, "CZK", label="balance") if balance_text else None
@@ -877,7 +905,7 @@ class _Generic(_RowBuilder):
         credit = abs(parse_amount(credit_text, currency, label="credit")) if credit_text else 0
         if debit and credit:
             raise FieldError(
-                f"both debit {debit_text!r} and credit {credit_text!r} are filled; "
+                f"both debit {shown(debit_text)} and credit {shown(credit_text)} are filled; "
                 "expected only one"
             )
         if not debit_text and not credit_text:

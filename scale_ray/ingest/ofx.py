@@ -12,7 +12,14 @@ from ofxtools.models.base import Aggregate
 from ofxtools.Parser import OFXTree, TreeBuilder
 from ofxtools.Types import DT_REGEX
 
-from scale_ray.ingest.csv_statement import FieldError, decimal_to_minor, mask_number, snake
+from scale_ray.ingest.csv_statement import (
+    FieldError,
+    clip,
+    decimal_to_minor,
+    mask_number,
+    shown,
+    snake,
+)
 from scale_ray.ingest.records import AccountInfo, ParsedTxn, ParseError, ParseResult, Rejection
 from scale_ray.money import MoneyError, normalize_currency, to_minor
 
@@ -47,11 +54,12 @@ def _parse_tree(data: bytes) -> tuple[ET.Element, dict[int, str]]:
             builder.feed(match.group().decode("latin-1"))
             builder.close()
         except Exception as exc:
+            message = clip(str(exc))
             broken[number] = (
-                f"STMTTRN {number}: its tags are malformed, ofxtools cannot read it: {exc}"
+                f"STMTTRN {number}: its tags are malformed, ofxtools cannot read it: {message}"
             )
     if not broken:
-        raise ParseError(f"not a readable OFX file: {first}") from first
+        raise ParseError(f"not a readable OFX file: {clip(str(first))}") from first
     pieces, last = [], 0
     for number, match in enumerate(blocks, start=1):
         if number in broken:
@@ -61,7 +69,7 @@ def _parse_tree(data: bytes) -> tuple[ET.Element, dict[int, str]]:
     try:
         root = _tree(b"".join(pieces))
     except Exception as exc:
-        raise ParseError(f"not a readable OFX file: {first}") from exc
+        raise ParseError(f"not a readable OFX file: {clip(str(first))}") from exc
     return root, broken
 
 
@@ -99,15 +107,15 @@ def _explain(elem: ET.Element, number: int, exc: Exception) -> str:
     if not amount:
         return f"STMTTRN {number}: TRNAMT is missing"
     if not _AMOUNT_RE.fullmatch(amount):
-        return f"STMTTRN {number}: TRNAMT {amount!r} is not a decimal number"
+        return f"STMTTRN {number}: TRNAMT {shown(amount)} is not a decimal number"
     posted = _text(elem, "DTPOSTED")
     if not posted:
         return f"STMTTRN {number}: DTPOSTED is missing"
     if DT_REGEX.match(posted) is None:
-        return f"STMTTRN {number}: DTPOSTED {posted!r} is not an OFX date (YYYYMMDD[HHMMSS])"
+        return f"STMTTRN {number}: DTPOSTED {shown(posted)} is not an OFX date (YYYYMMDD[HHMMSS])"
     if not _text(elem, "FITID"):
         return f"STMTTRN {number}: FITID is missing"
-    message = str(exc) or type(exc).__name__
+    message = clip(str(exc) or type(exc).__name__)
     return f"STMTTRN {number}: ofxtools cannot read it: {message}"
 
 

@@ -22,12 +22,14 @@ from defusedxml import DefusedXmlException
 
 from scale_ray.ingest.csv_statement import (
     FieldError,
+    clip,
     decimal_to_minor,
     decode_text,
     mask_number,
     parse_amount,
     parse_date,
     parse_datetime,
+    shown,
 )
 from scale_ray.ingest.records import AccountInfo, ParsedTxn, ParseError, ParseResult, Rejection
 from scale_ray.money import MoneyError, normalize_currency
@@ -182,9 +184,9 @@ def _load_xml(data: bytes) -> ET.Element:
     try:
         return DET.fromstring(text.encode("utf-8"), forbid_dtd=True)
     except DefusedXmlException as exc:
-        raise ParseError(f"XML refused for safety: {exc}") from exc
+        raise ParseError(f"XML refused for safety: {clip(str(exc))}") from exc
     except (ET.ParseError, ValueError) as exc:
-        raise ParseError(f"not well-formed XML, even after repairs: {exc}") from exc
+        raise ParseError(f"not well-formed XML, even after repairs: {clip(str(exc))}") from exc
 
 
 def _element_attrs(elem: ET.Element) -> _Attrs:
@@ -284,7 +286,7 @@ def _json_accounts(data: bytes) -> list[_Account]:
     try:
         obj = json.loads(decode_text(data), parse_float=Decimal, parse_constant=str)
     except (ValueError, RecursionError) as exc:
-        raise ParseError(f"not valid JSON: {exc}") from exc
+        raise ParseError(f"not valid JSON: {clip(str(exc))}") from exc
     accounts = []
     for account in _json_account_objects(obj):
         summary_obj = _find(account, "summary")
@@ -334,7 +336,7 @@ def _txn(number: int, attrs: _Attrs, *, currency: str, account_id: str | None) -
         try:
             currency = normalize_currency(own_currency)
         except MoneyError as exc:
-            raise FieldError(f"currency {own_currency!r} is not an ISO 4217 code") from exc
+            raise FieldError(f"currency {shown(own_currency)} is not an ISO 4217 code") from exc
     amount_name, amount_value = _required(attrs, _AMOUNT, "amount")
     amount = abs(_money(amount_value, currency, amount_name))
     type_name, type_value = _required(attrs, _TYPE, "type")
@@ -344,7 +346,7 @@ def _txn(number: int, attrs: _Attrs, *, currency: str, account_id: str | None) -
     elif kind in {"DEBIT", "DR", "D"}:
         sign = -1
     else:
-        raise FieldError(f"{type_name} {str(type_value)!r} is not CREDIT or DEBIT")
+        raise FieldError(f"{type_name} {shown(type_value)} is not CREDIT or DEBIT")
     ts_name, ts_value = _required(attrs, _TIMESTAMP, "transactionTimestamp")
     booked = parse_datetime(str(ts_value), "dmy", label=ts_name)
     extra: dict[str, str] = {}

@@ -73,18 +73,21 @@ def test_birmingham_spaced_header_and_foreign_currency(
     assert len(january.rows) == 5227
     assert january.rows[0].booked_at == datetime(2017, 1, 3, tzinfo=UTC)
     assert january.rows[0].amount_minor == -7261
-    by_currency = {row.currency for row in january.rows}
-    assert {"GBP", "USD", "EUR", "SEK", "DKK", "QAR"} <= by_currency
-    usd = next(r for r in january.rows if r.currency == "USD" and r.amount_minor == -592125)
-    assert usd.extra["billing_gross_amt"] == "4,972.94"
+    # The card is billed in GBP: that is the ledger amount; the foreign original stays in extra.
+    assert {row.currency for row in january.rows} == {"GBP"}
+    foreign = {row.extra["original_cur"] for row in january.rows}
+    assert {"GBP", "USD", "EUR", "SEK", "DKK", "QAR"} <= foreign
+    usd = next(r for r in january.rows if r.extra["original_gross_amt"] == "5,921.25")
+    assert (usd.amount_minor, usd.currency, usd.extra["original_cur"]) == (-497294, "GBP", "USD")
 
 
 def test_birmingham_refunds_are_credits_and_cp1252_decodes(
     birmingham: dict[str, ParseResult],
 ) -> None:
     february = birmingham["purchase-card-transactions-201702.csv"]
-    refund = next(r for r in february.rows if r.currency == "PLN")
-    assert refund.amount_minor == 6552  # ORIGINAL GROSS AMT -65.52: money back to the card
+    refund = next(r for r in february.rows if r.extra.get("original_cur") == "PLN")
+    # BILLING GROSS AMT -13.49 GBP (ORIGINAL -65.52 PLN): money back to the card.
+    assert (refund.amount_minor, refund.currency) == (1349, "GBP")
     april = birmingham["purchase-card-transactions-201704.csv"]  # cp1252 en dash
     assert any("Pulse \u2013 Horizon 2020" in v for r in april.rows for v in r.extra.values())
     may = birmingham["purchase-card-transactions-201705.csv"]

@@ -181,6 +181,7 @@ def check(data: bytes, **kwargs: object) -> ParseResult | None:
     for rejection in result.rejections:
         assert rejection.row_number >= 1
         assert rejection.reason.strip()
+        assert len(rejection.reason) < 1000
         assert "unexpected" not in rejection.reason
     for row in result.rows:
         assert type(row.amount_minor) is int
