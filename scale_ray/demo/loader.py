@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -82,27 +83,35 @@ def load_demo(
     users: int = 20,
     years: float = 3.0,
     seed: int = 7,
+    end: date | None = None,
     berka_limit: int | None = None,
     labels_path: Path | None = None,
 ) -> LoadReport:
-    """Synthetic users (with labelled anomalies and recurring series) plus real Berka tenants."""
-    from scale_ray.demo.berka import load_berka_tenants
-    from scale_ray.demo.generator import generate_tenants, write_labels
-    from scale_ray.demo.merchants import load_merchant_names
+    """Synthetic users (labelled anomalies and recurring series) plus the real Berka tenants.
 
-    shared = settings.shared_data_path()
-    merchants = None
-    if (shared / "birmingham_pcard_2016_2017").exists():
-        merchants = load_merchant_names(shared)
-    tenants, anomalies, recurring = generate_tenants(
-        users, years=years, seed=seed, merchant_names=merchants
-    )
-    report = write_tenants(settings, tenants, writer, source="demo")
+    The synthetic history ends today unless ``end`` is given, so "this month" has data.
+    """
+    from scale_ray.demo.berka import load_berka_tenants
+    from scale_ray.demo.generator import iter_tenants, write_labels
+
+    anomalies: list[Any] = []
+    recurring: list[Any] = []
+
+    def tenants() -> Iterator[Any]:
+        for tenant, anoms, series in iter_tenants(
+            users, years=years, seed=seed, end=end or date.today()
+        ):
+            anomalies.extend(anoms)
+            recurring.extend(series)
+            yield tenant
+
+    report = write_tenants(settings, tenants(), writer, source="demo")
     report.anomalies = len(anomalies)
     report.recurring_series = len(recurring)
-    labels = labels_path or Path(settings.path("demo", "labels.json"))
+    labels = labels_path or Path(settings.path("demo", "labels.jsonl"))
     labels.parent.mkdir(parents=True, exist_ok=True)
     write_labels(labels, anomalies, recurring)
+    shared = settings.shared_data_path()
     if berka_limit != 0 and (shared / "berka_ecac" / "trans_test.csv").exists():
         berka = load_berka_tenants(shared, limit=berka_limit)
         sub = write_tenants(settings, berka, writer, source="demo:berka")
