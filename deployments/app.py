@@ -21,9 +21,9 @@ class AppArgs(BaseModel):
         return Settings.from_env(**overrides)
 
 
-def build_app(args: AppArgs) -> Any:
+def build_app(args: AppArgs | dict[str, Any]) -> Any:
     """The main SCALE application: the HTTP gateway (ledger writes go to LedgerWriter actors)."""
     from deployments.gateway import Gateway
 
-    settings = args.settings()
+    settings = AppArgs.model_validate(args).settings()
     return Gateway.bind(settings.as_env())
