@@ -63,6 +63,8 @@ class LedgerWriterClient:
         self.settings = settings
         self.retry_deadline_s = retry_deadline_s
         self._actors: dict[int, ray.actor.ActorHandle] = {}
+        #: Writes re-sent because their writer actor died or was unavailable.
+        self.retries = 0
 
     def actor(self, shard: int) -> ray.actor.ActorHandle:
         handle = self._actors.get(shard)
@@ -105,6 +107,7 @@ class LedgerWriterClient:
                 return await self.actor(shard).write.remote(txns, accounts)
             except _RETRYABLE as exc:
                 attempt += 1
+                self.retries += 1
                 if time.monotonic() > deadline:
                     raise
                 log.warning(
@@ -126,6 +129,7 @@ class LedgerWriterClient:
                     break
                 except _RETRYABLE as exc:
                     attempt += 1
+                    self.retries += 1
                     if time.monotonic() > deadline:
                         raise
                     log.warning("writer %d unavailable (%s); retry %d", shard, exc, attempt)
