@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from scale_ray.ingest.records import ParseError
@@ -127,8 +128,6 @@ class ImportJournal:
 
     def get(self, user_id: str, job_id: str) -> ImportStatus | None:
         """Latest state of ``job_id`` if it belongs to ``user_id`` (else ``None``)."""
-        import pyarrow.compute as pc
-
         version = self._snapshots.latest_version()
         dataset = self._snapshots.dataset(version)
         table = dataset.to_table(

@@ -6,6 +6,7 @@ takes a user id from the request, so no request can reach another user's data.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -414,8 +415,6 @@ async def post_import(request: Request) -> Response:
 
 
 def _import_options(form: Any) -> ImportOptions:
-    import json
-
     fmt = str(form.get("format") or "auto")
     if fmt not in IMPORT_FORMATS:
         raise bad_request(f"format must be one of {', '.join(IMPORT_FORMATS)}, got {fmt!r}")

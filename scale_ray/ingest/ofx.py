@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import xml.etree.ElementTree as ET
@@ -161,7 +162,7 @@ def _account(stmt: ET.Element, institution: str | None) -> tuple[AccountInfo | N
     if acct_elem is None and currency is None and balance is None:
         return None, None
     info = AccountInfo(
-        account_id=acct_id,
+        account_id=_opaque_account_id(acct_id, bank_id),
         masked_number=mask_number(acct_id),
         institution=institution or bank_id,
         account_type=account_type,
@@ -224,6 +225,17 @@ def _row(
         txn_id=txn.fitid or None,
         extra=extra,
     )
+
+
+def _opaque_account_id(acct_id: str | None, bank_id: str | None) -> str | None:
+    """A stable ledger id that does not spell out the account number (PII stays masked).
+
+    Last four digits for people, a short hash of bank + number for uniqueness.
+    """
+    if not acct_id:
+        return None
+    digest = hashlib.sha256(f"{bank_id or ''}:{acct_id}".encode()).hexdigest()[:10]
+    return f"ofx-{re.sub(r'[^0-9A-Za-z]', '', acct_id)[-4:]}-{digest}"
 
 
 def parse_ofx(
