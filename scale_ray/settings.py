@@ -45,6 +45,9 @@ class Settings:
     group_commit_max_rows: int = 50_000
     group_commit_min_rows: int = 1_000
     group_commit_max_delay_ms: float = 4.0
+    #: A writer bin-packs its buckets' small files in the background every this many commits
+    #: (0 disables); commits slow down in proportion to the table's live files.
+    auto_compact_commits: int = 200
     #: Commit retries on a Delta conflict or a transient storage error.
     commit_retries: int = 8
     #: Ray namespace for the named, detached LedgerWriter actors.

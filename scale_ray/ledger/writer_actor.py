@@ -33,6 +33,8 @@ class LedgerWriter:
         self._wakeup: asyncio.Event | None = None
         self._full: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._compaction: asyncio.Task[None] | None = None
+        self._commits_at_last_compaction = 0
         self.started_at = time.time()
 
     def _ensure_loop(self) -> None:
@@ -85,6 +87,24 @@ class LedgerWriter:
             for (_, future), ack in zip(group, acks, strict=True):
                 if not future.done():
                     future.set_result(ack)
+            self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        """Start a background compaction of this shard's buckets every N commits."""
+        every = self.settings.auto_compact_commits
+        if every <= 0 or self.core.commits - self._commits_at_last_compaction < every:
+            return
+        if self._compaction is not None and not self._compaction.done():
+            return
+        self._commits_at_last_compaction = self.core.commits
+        self._compaction = asyncio.get_running_loop().create_task(self._compact())
+
+    async def _compact(self) -> None:
+        try:
+            result = await asyncio.to_thread(self.core.compact_owned)
+            log.info("shard %d compacted: %s", self.core.shard, result)
+        except Exception:  # compaction is an optimization; the next round retries
+            log.exception("background compaction failed")
 
     async def stats(self) -> dict[str, float]:
         return {

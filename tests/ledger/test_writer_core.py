@@ -147,3 +147,40 @@ def test_pagination_is_stable_under_inserts(
 
 def _astuple(req: WriteRequest) -> tuple:
     return (req.transactions, req.accounts)
+
+
+def test_compaction_beside_concurrent_commits(
+    settings: Settings, txns: Callable[..., list[ParsedTxn]]
+) -> None:
+    import threading
+
+    shard = _owner(settings, "alice")
+    users = [u for u in (f"user{i}" for i in range(40)) if _owner(settings, u) == shard][:6]
+    core = LedgerWriterCore(settings, shard)
+    for k in range(10):
+        for user in users:
+            core.commit_group(
+                [WriteRequest(_request(settings, user, txns(2, start=2 * k)).transactions)]
+            )
+    files_before = len(DeltaTable(settings.table_uri("transactions")).file_uris())
+    result: dict[str, int] = {}
+    compactor = threading.Thread(target=lambda: result.update(core.compact_owned()))
+    compactor.start()
+    for k in range(10, 20):  # appends keep landing while the compaction runs
+        for user in users:
+            core.commit_group(
+                [WriteRequest(_request(settings, user, txns(2, start=2 * k)).transactions)]
+            )
+    compactor.join()
+    assert result["files_removed"] > result["files_added"] > 0
+    table = DeltaTable(settings.table_uri("transactions"))
+    assert len(table.file_uris()) < files_before + 10 * len(users)
+    keys = list(
+        zip(
+            *(table.to_pyarrow_table(columns=["user_id", "txn_id"]).to_pydict().values()),
+            strict=True,
+        )
+    )
+    assert len(keys) == len(set(keys)) == 20 * 2 * len(users)
+    (again,) = core.commit_group([_request(settings, users[0], txns(40))])
+    assert (again.written, again.duplicates) == (0, 40)
