@@ -12,7 +12,8 @@ Three ways of writing the same Arrow tables to a ``user_bucket``-partitioned Del
 Every write counts only once it is acknowledged, and acknowledgements come after the Delta
 commit. Each measurement starts on a fresh data root with its own writer actors, warmed up
 (tables created, every user's accounts already in the ledger, as in steady state). Then the
-ack latency of single-transaction posts, 8 and 1 in flight, through the handle and over HTTP.
+ack latency of single-transaction posts, 8 and 1 in flight, through the handle and over HTTP,
+and an in-process breakdown (no Ray) of where a write's time goes.
 
 Usage: ``python benchmarks/ingest.py [--quick] [--rows N] [--out PATH] [--profile DIR]``.
 """
@@ -57,9 +58,11 @@ import ray
 from deltalake import DeltaTable, write_deltalake
 from ray import serve
 
+from scale_ray.api_input import decode_json, parse_transactions_body
 from scale_ray.auth import mint_token
 from scale_ray.ingest.records import ParsedTxn
-from scale_ray.ledger.delta import TABLE_CONFIGURATION
+from scale_ray.ledger.delta import TABLE_CONFIGURATION, DeltaAppender
+from scale_ray.ledger.offline import OfflineLedgerWriter
 from scale_ray.ledger.rows import accounts_table, implied_accounts, transactions_table
 from scale_ray.ledger.schema import TRANSACTIONS
 from scale_ray.ledger.writer_client import LedgerWriterClient, writer_name
@@ -95,6 +98,8 @@ class Plan:
     seconds: float  # time budget of one throughput measurement
     latency_posts: int  # posts per latency measurement
     warmup_posts: int
+    breakdown_writes: int  # in-process 10,000-row writes timed step by step
+    drift_commits: int  # one-row commits timed as the table's version grows
 
     def writes(self, batch: int) -> int:
         return max(2, min(self.max_writes[batch], math.ceil(self.rows / batch)))
@@ -103,16 +108,20 @@ class Plan:
 FULL = Plan(
     rows=1_500_000,
     max_writes={1: 4_000, 100: 2_000, 10_000: 1_000},
-    seconds=20.0,
-    latency_posts=1_000,
+    seconds=12.0,
+    latency_posts=600,
     warmup_posts=64,
+    breakdown_writes=20,
+    drift_commits=400,
 )
 QUICK = Plan(
     rows=60_000,
     max_writes={1: 300, 100: 150, 10_000: 1_000},
-    seconds=2.0,
-    latency_posts=100,
-    warmup_posts=16,
+    seconds=1.5,
+    latency_posts=80,
+    warmup_posts=8,
+    breakdown_writes=4,
+    drift_commits=60,
 )
 
 
@@ -259,6 +268,9 @@ class Measured:
             "seconds": round(self.seconds, 3),
             "rows_per_s": round(self.rows / self.seconds, 1) if self.seconds else None,
             "writes_per_s": round(self.writes / self.seconds, 1) if self.seconds else None,
+            # Contention from outside: load and Ray clusters running (ours is one).
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+            "ray_clusters": _raylets(),
         }
         if len(lat):
             out |= {
@@ -270,6 +282,10 @@ class Measured:
                     "mean": round(float(lat.mean()), 2),
                 }
             }
+            if len(lat) >= 50:  # drift: the same load's first and last tenth, by completion
+                tenth = len(lat) // 10
+                out["ack_ms"]["p50_first_tenth"] = round(float(np.median(lat[:tenth])), 2)
+                out["ack_ms"]["p50_last_tenth"] = round(float(np.median(lat[-tenth:])), 2)
         return out | extra
 
 
@@ -322,9 +338,24 @@ async def run_concurrent(
     return m
 
 
+def _timed(fn: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - t0)
+
+    return wrapper
+
+
 def _check(written: int, expect: int) -> None:
     if written != expect:
         raise RuntimeError(f"a write acknowledged {written} new rows, expected {expect}")
+
+
+def _commits(client: LedgerWriterClient) -> int:
+    return sum(int(s["commits"]) for s in client.stats())
 
 
 def ledger_rows(settings: Settings) -> int:
@@ -332,20 +363,29 @@ def ledger_rows(settings: Settings) -> int:
 
 
 # -- profiling (optional) --------------------------------------------------------------------
-def _ray_pids(title: str) -> list[int]:
+def _pids(match: Callable[[str], bool]) -> list[int]:
+    """Processes whose command line (arguments joined by spaces) satisfies ``match``."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         with contextlib.suppress(OSError):
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if cmdline.startswith(title):
+            if match(cmdline):
                 pids.append(int(proc.name))
     return pids
 
 
+def _raylets() -> int:
+    """Local Ray clusters running now (one raylet each): others compete for the cores."""
+    return len(_pids(lambda cmd: cmd.split(" ", 1)[0].endswith("/raylet")))
+
+
 class Profiler:
-    """``py-spy record`` of the writer actors and the gateway replica during a measurement."""
+    """``py-spy record`` of the writer actors, gateway replica and Serve proxy while measuring.
+
+    Sampling costs CPU on a small machine: figures from a profiled run are not the benchmark's.
+    """
 
     def __init__(self, out_dir: Path | None) -> None:
         self.out_dir = out_dir
@@ -362,12 +402,17 @@ class Profiler:
             f"writer{s}": ray.get(client.actor(s).__ray_call__.remote(lambda _self: os.getpid()))
             for s in range(client.settings.writer_shards)
         }
-        for i, pid in enumerate(_ray_pids("ray::ServeReplica:scale:Gateway")):
-            targets[f"gateway{i}"] = pid
+        for label, title in (
+            ("gateway", "ray::ServeReplica:scale:Gateway"),
+            ("proxy", "ray::ProxyActor"),
+        ):
+            for i, pid in enumerate(_pids(lambda cmd, t=title: cmd.startswith(t))):
+                targets[f"{label}{i}"] = pid
         procs = {}
         for label, pid in targets.items():
             path = self.out_dir / f"{name}.{label}.txt"
-            cmd = [self.spy, "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", str(path)]
+            cmd = [self.spy, "record", "--nonblocking", "-r", "100", "-f", "raw"]
+            cmd += ["-p", str(pid), "-o", str(path)]
             procs[label] = (
                 subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
                 path,
@@ -384,6 +429,13 @@ class Profiler:
                 if path.exists():
                     summary[label] = summarize_profile(path)
             self.summaries[name] = summary
+
+
+#: Leaf frames where a thread only waits (py-spy samples blocked threads too).
+_IDLE_LEAVES = {
+    "Condition.wait", "Worker.main_loop", "Thread.run", "_worker", "select", "PythonGCThread.run",
+    "UserCallableWrapper.__init__.<locals>._run_user_code_event_loop", "_run_once", "wait",
+}  # fmt: skip
 
 
 def _frame(raw: str) -> str:
@@ -403,13 +455,15 @@ def summarize_profile(path: Path, top: int = 12) -> dict[str, Any]:
             continue
         n = int(count)
         frames = [_frame(f) for f in stack.split(";")]
+        if frames[-1].split(" (")[0] in _IDLE_LEAVES:
+            continue
         total += n
         own[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
     pct = {k: round(100 * v / total, 1) for k, v in inclusive.most_common(top)} if total else {}
     self_pct = {k: round(100 * v / total, 1) for k, v in own.most_common(top)} if total else {}
-    return {"samples": total, "inclusive_pct": pct, "self_pct": self_pct}
+    return {"busy_samples": total, "inclusive_pct": pct, "self_pct": self_pct}
 
 
 # -- stages ----------------------------------------------------------------------------------
@@ -431,13 +485,13 @@ class Bench:
         self.port = _free_port()
         self.gateway_settings: Settings | None = None
         self.profiler = Profiler(Path(args.profile) if args.profile else None)
-        self.stale: list[Settings] = []
         self.results: dict[str, Any] = {
             "anchor": {},
             "handle_async": {},
             "handle_sync": {},
             "http": {},
             "latency": {"handle": {}, "http": {}},
+            "breakdown": {},
         }
 
     def log(self, msg: str) -> None:
@@ -464,6 +518,89 @@ class Bench:
         client.write(empty, self.work.all_accounts())
         ack = client.write(self.work.one_row_per_user("warm-"))
         assert ack.written == USERS, ack
+
+    # -- in-process breakdown ----------------------------------------------------------------
+    def breakdown(self) -> None:
+        """Where a write's time goes, measured in this process without Ray or HTTP."""
+        out: dict[str, Any] = {}
+        # The gateway's work on one 10,000-row POST body before it calls the writer.
+        base = self.work.pool(10_000)[0]
+        body = http_body(base, "g-")
+        steps: dict[str, list[float]] = {"json_decode": [], "validate": [], "arrow_build": []}
+        s = self.base
+        for _ in range(max(2, self.plan.breakdown_writes // 4)):
+            t0 = time.perf_counter()
+            raw = decode_json(body)
+            t1 = time.perf_counter()
+            rows = parse_transactions_body(raw, s.max_batch)
+            t2 = time.perf_counter()
+            transactions_table(base.user_id, rows, num_buckets=s.num_buckets, source="api")
+            accounts_table(
+                base.user_id,
+                implied_accounts(rows, "default"),
+                num_buckets=s.num_buckets,
+                source="api",
+                default_currency=rows[0].currency,
+            )
+            t3 = time.perf_counter()
+            for key, seconds in zip(steps, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                steps[key].append(seconds * 1000)
+        out["gateway_ms_per_10k_rows"] = {
+            k: round(float(np.median(v)), 1) for k, v in steps.items()
+        }
+        out["gateway_ms_per_10k_rows"]["body_mb"] = round(len(body) / 1e6, 2)
+
+        # The writer core (dedup index, casts, Delta append) on 10,000-row writes, no Ray.
+        settings = self.fresh("breakdown-core")
+        writer = OfflineLedgerWriter(settings)
+        writer.write(TRANSACTIONS.empty_table(), self.work.all_accounts())
+        writer.write(self.work.one_row_per_user("warm-"))
+        appends: list[float] = []
+        for core in writer.cores.values():
+            core.transactions.append = _timed(core.transactions.append, appends)  # type: ignore[method-assign]
+        totals = []
+        for b in self.work.batches(10_000, self.plan.breakdown_writes, "c-"):
+            appends.clear()
+            t0 = time.perf_counter()
+            writer.write(b.txns, b.accounts)
+            totals.append((time.perf_counter() - t0, sum(appends)))
+        total_ms = float(np.median([t for t, _ in totals])) * 1000
+        append_ms = float(np.median([a for _, a in totals])) * 1000
+        out["writer_core_ms_per_10k_write"] = {
+            "total": round(total_ms, 1),
+            "delta_append": round(append_ms, 1),
+            "dedup_and_rest": round(total_ms - append_ms, 1),
+        }
+        shutil.rmtree(settings.data_root, ignore_errors=True)
+
+        # One-row commits as the table grows: DeltaAppender's open table vs a fresh open by URI.
+        drift: dict[str, Any] = {}
+        blocks = 4
+        for mode in ("delta_appender_open_table", "write_deltalake_uri"):
+            settings = self.fresh(f"breakdown-{mode}")
+            appender = DeltaAppender(settings, "transactions")
+            uri = settings.table_uri("transactions")
+            lat = []
+            for b in self.work.batches(1, self.plan.drift_commits, "d-"):
+                t0 = time.perf_counter()
+                if mode == "write_deltalake_uri":
+                    write_deltalake(uri, b.txns, mode="append", partition_by=["user_bucket"])
+                else:
+                    appender.append(b.txns)
+                lat.append((time.perf_counter() - t0) * 1000)
+            per_block = np.array_split(np.array(lat), blocks)
+            drift[mode] = [round(float(np.median(x)), 1) for x in per_block]
+            shutil.rmtree(settings.data_root, ignore_errors=True)
+        drift["commits_per_block"] = self.plan.drift_commits // blocks
+        out["one_row_commit_ms_by_version"] = drift
+        self.results["breakdown"] = out
+        core, gw = out["writer_core_ms_per_10k_write"], out["gateway_ms_per_10k_rows"]
+        self.log(
+            f"breakdown: core 10k write {core['total']} ms ({core['delta_append']} Delta), "
+            f"gateway validate {gw['validate']} ms / 10k rows, 1-row commit ms by version "
+            f"{drift['delta_appender_open_table']} (open table) vs "
+            f"{drift['write_deltalake_uri']} (by uri)"
+        )
 
     # -- anchor ------------------------------------------------------------------------------
     def anchor(self, batch: int) -> None:
@@ -514,11 +651,12 @@ class Bench:
         stored = ledger_rows(settings) - USERS
         if stored != m.rows:
             raise RuntimeError(f"ledger holds {stored} benchmark rows, {m.rows} were acked")
+        stats = client.stats()
         summary = m.summary(
             concurrency=HANDLE_CONCURRENCY if concurrent else 1,
             ratio_to_anchor=self._ratio(m, batch),
-            ledger_version=client.stats()[0]["version"],
-            commits=sum(s["commits"] for s in client.stats()),
+            commits=sum(s["commits"] for s in stats),
+            table_versions=[s["version"] for s in stats],
         )
         self.results[f"handle_{mode}"][str(batch)] = summary
         self.log(
@@ -601,7 +739,7 @@ class Bench:
         summary = m.summary(
             concurrency=concurrency,
             ratio_to_anchor=self._ratio(m, batch),
-            commits=sum(s["commits"] for s in client.stats()),
+            commits=_commits(client),
         )
         self.results["http"][str(batch)] = summary
         self.log(
@@ -620,21 +758,24 @@ class Bench:
             async def send(b: Batch) -> int:
                 return (await client.write_async(b.txns, b.accounts)).written
 
+            before = _commits(client)
             with self.profiler.record(f"latency-handle-c{concurrency}", client):
                 m = asyncio.run(run_concurrent(posts, send, concurrency, 600.0, 1))
-            self._latency("handle", concurrency, m)
+            self._latency("handle", concurrency, m, _commits(client) - before)
         self.retire(settings)
 
     def latency_http(self) -> None:
         settings, client = self.deploy("latency-http")
         for concurrency in LATENCY_CONCURRENCY:
             posts = self._requests(settings, 1, self.plan.latency_posts, f"l{concurrency}-")
+            before = _commits(client)
             with self.profiler.record(f"latency-http-c{concurrency}", client):
                 m = asyncio.run(self._post_all(settings, posts, 1, concurrency, 600.0))
-            self._latency("http", concurrency, m)
+            # The count includes the warm-up posts made before the measured ones.
+            self._latency("http", concurrency, m, _commits(client) - before)
 
-    def _latency(self, path: str, concurrency: int, m: Measured) -> None:
-        summary = m.summary(concurrency=concurrency)
+    def _latency(self, path: str, concurrency: int, m: Measured, commits: int) -> None:
+        summary = m.summary(concurrency=concurrency, commits=commits)
         self.results["latency"][path][f"c{concurrency}"] = summary
         ack = summary["ack_ms"]
         self.log(
@@ -646,10 +787,14 @@ class Bench:
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
         load_before = os.getloadavg()
+        other_clusters = _raylets()
+        if other_clusters:
+            self.log(f"warning: {other_clusters} other Ray cluster(s) running; figures will suffer")
         os.environ["SCALE_DATA_ROOT"] = self.base.data_root
         self.log(f"data roots under {self.tmp}; plan {dataclasses.asdict(self.plan)}")
         try:
             ray.init(
+                address="local",  # a cluster of our own, never one already running here
                 num_cpus=2,
                 num_gpus=1,
                 include_dashboard=False,
@@ -659,6 +804,7 @@ class Bench:
             serve.start(http_options={"host": "127.0.0.1", "port": self.port})
             for batch in BATCH_SIZES:
                 self.work.pool(batch)  # build the base tables before any timing
+            self.breakdown()
             for batch in BATCH_SIZES:
                 self.anchor(batch)
             for batch in BATCH_SIZES:
@@ -679,7 +825,12 @@ class Bench:
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "quick": self.quick,
             "duration_s": round(time.perf_counter() - started, 1),
-            "machine": machine() | {"loadavg_start": load_before, "loadavg_end": os.getloadavg()},
+            "machine": machine()
+            | {
+                "loadavg_start": load_before,
+                "loadavg_end": os.getloadavg(),
+                "other_ray_clusters_at_start": other_clusters,
+            },
             "versions": versions(),
             "config": {
                 "users": USERS,
@@ -691,7 +842,7 @@ class Bench:
                 "settings": {
                     k: v
                     for k, v in dataclasses.asdict(self.base).items()
-                    if k.startswith(("num_", "writer_", "group_commit", "commit_", "max_batch"))
+                    if k not in _UNREPORTED_SETTINGS
                 },
                 "table_configuration": TABLE_CONFIGURATION,
             },
@@ -701,6 +852,10 @@ class Bench:
         if self.profiler.summaries:
             report["profile"] = self.profiler.summaries
         return report
+
+
+#: Settings left out of the report: secrets, and paths that only name this run's temp dirs.
+_UNREPORTED_SETTINGS = {"auth_secret", "data_root", "ray_namespace", "shared_data"}
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -721,21 +876,21 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "pass": best >= TARGET_DURABLE_ROWS_S,
             }
         )
+    # Both ways of driving the handle are judged: several batches in flight (how the gateway
+    # calls it; it can overlap two shards and share commits, which the sequential raw write
+    # cannot) and one batch at a time (like for like with the raw write).
     big = str(BATCH_SIZES[-1])
-    ratios = {
-        mode: results[mode][big]["ratio_to_anchor"]
-        for mode in ("handle_async", "handle_sync")
-        if big in results[mode] and results[mode][big]["ratio_to_anchor"] is not None
-    }
-    if ratios:
-        mode = max(ratios, key=ratios.__getitem__)
+    for mode, how in (("handle_async", f"{HANDLE_CONCURRENCY} in flight"), ("handle_sync", "1")):
+        ratio = results[mode].get(big, {}).get("ratio_to_anchor")
+        if ratio is None:
+            continue
         out.append(
             {
-                "name": f"handle / raw Delta write, {int(big):,}-row batches",
-                "target": f">= {TARGET_LARGE_BATCH_RATIO:.0%}",
-                "measured": ratios[mode],
-                "where": f"best of {ratios} ({mode})",
-                "pass": ratios[mode] >= TARGET_LARGE_BATCH_RATIO,
+                "name": f"handle ({how} at a time) / raw Delta write, {int(big):,}-row batches",
+                "target": f">= {TARGET_LARGE_BATCH_RATIO:g}",
+                "measured": ratio,
+                "where": f"{mode} batch {big}",
+                "pass": ratio >= TARGET_LARGE_BATCH_RATIO,
             }
         )
     for path, by_c in results["latency"].items():
@@ -792,26 +947,28 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, Any]:
-    rev = ""
+    rev, changed = "", []
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         git = ["git", "-C", str(REPO)]
         rev = subprocess.run(
             [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         ).stdout.strip()
-        dirty = subprocess.run(
+        status = subprocess.run(
             [*git, "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             check=False,
-        ).stdout.strip()
-        rev += "+dirty" if dirty else ""
+        ).stdout.splitlines()
+        # Uncommitted changes to the code under test (the benchmark's own files aside).
+        changed = [line[3:] for line in status if not line[3:].startswith("benchmarks/")]
     return {
         "ray": ray.__version__,
         "deltalake": deltalake.__version__,
         "pyarrow": pa.__version__,
         "httpx": httpx.__version__,
         "numpy": np.__version__,
-        "scale_ray_git": rev,
+        "scale_ray_git": rev + ("+dirty" if changed else ""),
+        "uncommitted_files": changed,
     }
 
 
@@ -848,6 +1005,21 @@ def render(report: dict[str, Any]) -> str:
                 f"{path:>7} | {key[1:]:>9} | {r['writes']:>5} | {a['p50']:>6.1f} | "
                 f"{a['p99']:>6.1f} | {a['max']:.1f}"
             )
+    bd = report.get("breakdown") or {}
+    if bd:
+        core, gw = bd["writer_core_ms_per_10k_write"], bd["gateway_ms_per_10k_rows"]
+        drift = bd["one_row_commit_ms_by_version"]
+        lines += [
+            "",
+            "where the time goes (in-process, no Ray)",
+            f"  writer core, one 10,000-row write: {core['total']} ms = Delta append "
+            f"{core['delta_append']} ms + dedup/casts {core['dedup_and_rest']} ms",
+            f"  gateway, one 10,000-row body: json {gw['json_decode']} ms, validate "
+            f"{gw['validate']} ms, Arrow build {gw['arrow_build']} ms",
+            f"  one-row commit ms per {drift['commits_per_block']} versions: DeltaAppender "
+            f"(open table) {drift['delta_appender_open_table']}, write_deltalake(uri) "
+            f"{drift['write_deltalake_uri']}",
+        ]
     lines += ["", "targets"]
     for t in report["targets"]:
         verdict = "PASS" if t["pass"] else "FAIL"
@@ -863,6 +1035,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="folder for py-spy profiles of actors and gateway")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
+    # A timeout's SIGTERM unwinds like Ctrl-C, so Serve, Ray and the temp dirs are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = Bench(args).run()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
