@@ -1076,6 +1076,8 @@ class _UserGen:
         if n_events == 0 or len(card_rows) < 20:
             return
         used_merchants = {m for m in rows.merchant if m}
+        # Merchants planted as "never used before": nothing else may use them, at any date.
+        first_use_only: set[str] = set()
         touched: set[int] = set()
         # Rank of each card row among earlier card rows at the same merchant (amount spikes
         # need at least five earlier ones to know what "usual" is).
@@ -1111,6 +1113,7 @@ class _UserGen:
                     continue
                 merchant = fresh[0]
                 used_merchants.add(merchant)
+                first_use_only.add(merchant)
                 day = self._normal_day()
                 utc_secs = int(rng.integers(3600, 4 * 3600 + 49 * 60))
                 ts = int(cal.epoch_s[day]) + utc_secs
@@ -1151,7 +1154,9 @@ class _UserGen:
                 start = cal.ts(day, int(rng.integers(9, 21)) * 3600)
                 offsets = np.sort(rng.choice(3_540, size=n, replace=False)) + 30
                 account = self._card_account()
-                names = self._sample_pool(n)
+                names = [m for m in self._sample_pool(n + 8) if m not in first_use_only][:n]
+                if not names:
+                    continue
                 used_merchants.update(names)
                 amounts = np.maximum(np.rint(rng.lognormal(np.log(3_500), 0.9, size=n)), 100)
                 for j in range(n):
