@@ -8,6 +8,7 @@ idempotent by (user_id, txn_id), so a retry of a write that did commit only repo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
@@ -97,23 +98,24 @@ class LedgerWriterClient:
             total = total.merge(ack)
         return total
 
+    def _backoff(self, shard: int, attempt: int, deadline: float, exc: Exception) -> float:
+        """Seconds to wait before re-sending to ``shard``; re-raises past the deadline."""
+        self.retries += 1
+        if time.monotonic() > deadline:
+            raise exc
+        log.warning("writer %d unavailable (%s); retry %d", shard, type(exc).__name__, attempt)
+        return min(1.0, 0.05 * 2**attempt)
+
     async def _write_shard_async(
         self, shard: int, txns: pa.Table, accounts: pa.Table | None
     ) -> WriteAck:
         deadline = time.monotonic() + self.retry_deadline_s
-        attempt = 0
-        while True:
+        for attempt in itertools.count(1):
             try:
                 return await self.actor(shard).write.remote(txns, accounts)
             except _RETRYABLE as exc:
-                attempt += 1
-                self.retries += 1
-                if time.monotonic() > deadline:
-                    raise
-                log.warning(
-                    "writer %d unavailable (%s); retry %d", shard, type(exc).__name__, attempt
-                )
-                await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+                await asyncio.sleep(self._backoff(shard, attempt, deadline, exc))
+        raise AssertionError("unreachable")
 
     def write(self, transactions: pa.Table, accounts: pa.Table | None = None) -> WriteAck:
         """Blocking variant for tasks and scripts (not for use inside an event loop)."""
@@ -122,18 +124,12 @@ class LedgerWriterClient:
         total = WriteAck()
         for shard, ref in refs.items():
             deadline = time.monotonic() + self.retry_deadline_s
-            attempt = 0
-            while True:
+            for attempt in itertools.count(1):
                 try:
                     total = total.merge(ray.get(ref))
                     break
                 except _RETRYABLE as exc:
-                    attempt += 1
-                    self.retries += 1
-                    if time.monotonic() > deadline:
-                        raise
-                    log.warning("writer %d unavailable (%s); retry %d", shard, exc, attempt)
-                    time.sleep(min(1.0, 0.05 * 2**attempt))
+                    time.sleep(self._backoff(shard, attempt, deadline, exc))
                     ref = self.actor(shard).write.remote(*plan[shard])
         return total
 
