@@ -158,21 +158,32 @@ async def post_transactions(request: Request) -> Response:
     rows = parse_transactions_body(body, services.settings.max_batch)
     settings = services.settings
 
+    known = services.known_accounts
+    new_accounts = [
+        a
+        for a in implied_accounts(rows, "default")
+        if (principal.user_id, a.account_id) not in known
+    ]
+
     def build() -> tuple[Any, Any]:
         txns = transactions_table(
             principal.user_id, rows, num_buckets=settings.num_buckets, source="api"
         )
-        accounts = accounts_table(
-            principal.user_id,
-            implied_accounts(rows, "default"),
-            num_buckets=settings.num_buckets,
-            source="api",
-            default_currency=rows[0].currency,
-        )
+        accounts = None
+        if new_accounts:  # known accounts are not re-sent: less to serialize per post
+            accounts = accounts_table(
+                principal.user_id,
+                new_accounts,
+                num_buckets=settings.num_buckets,
+                source="api",
+                default_currency=rows[0].currency,
+            )
         return txns, accounts
 
     txns, accounts = await run_in_threadpool(build)
     ack = await services.writer.write_async(txns, accounts)
+    for account in new_accounts:  # committed: this replica need not send it again
+        known.add((principal.user_id, account.account_id))
     return _json(
         {
             "written": ack.written,

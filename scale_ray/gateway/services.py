@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 from scale_ray.auth import TokenVerifier
@@ -10,6 +12,23 @@ from scale_ray.imports import ImportJournal, start_import
 from scale_ray.ledger.delta import ensure_tables
 from scale_ray.ledger.reader import LedgerReader
 from scale_ray.settings import Settings
+
+
+class BoundedSet:
+    """A set that forgets its least recently added members beyond ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[Hashable, None] = OrderedDict()
+
+    def __contains__(self, item: Hashable) -> bool:
+        return item in self._items
+
+    def add(self, item: Hashable) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
 
 
 @dataclass
@@ -20,6 +39,8 @@ class Services:
     writer: Any  # LedgerWriterClient (needs Ray)
     journal: ImportJournal
     launch_import: Any = start_import
+    #: (user_id, account_id) pairs this replica saw committed; bounded, only an optimization.
+    known_accounts: BoundedSet = field(default_factory=lambda: BoundedSet(200_000))
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
