@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import platform
@@ -909,6 +910,22 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # -- environment -----------------------------------------------------------------------------
+@contextlib.contextmanager
+def _one_benchmark_at_a_time() -> Iterator[None]:
+    """Hold a machine-wide lock while running: two benchmarks at once spoil both."""
+    path = Path(tempfile.gettempdir()) / "scale-bench.lock"
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for another benchmark run to finish ...", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -1037,7 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # A timeout's SIGTERM unwinds like Ctrl-C, so Serve, Ray and the temp dirs are cleaned up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    report = Bench(args).run()
+    with _one_benchmark_at_a_time():
+        report = Bench(args).run()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
