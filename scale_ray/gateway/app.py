@@ -92,6 +92,7 @@ def _amount_param(request: Request, name: str, currency: str | None) -> int | No
     if minor is not None:
         raise bad_request(f"give {name} or {name}_minor, not both")
     try:
+        # Without a currency filter, read the bound with two decimals ("XXX": ISO's no-currency).
         return to_minor(Decimal(raw) if raw.strip() else raw, currency or "XXX")
     except (MoneyError, ArithmeticError, ValueError) as exc:
         raise bad_request(f"query parameter {name}: {exc}") from exc
