@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import random
 import threading
 import time
@@ -47,10 +49,9 @@ def open_table(settings: Settings, name: str, *, create: bool = True) -> DeltaTa
         return DeltaTable(uri)
 
 
-def ensure_tables(
-    settings: Settings, names: tuple[str, ...] = ("transactions", "accounts", "imports")
-) -> None:
-    for name in names:
+def ensure_tables(settings: Settings, names: tuple[str, ...] | None = None) -> None:
+    """Create every ledger table (or those named) that does not exist yet."""
+    for name in names or tuple(TABLE_SCHEMAS):
         open_table(settings, name)
 
 
@@ -126,12 +127,19 @@ class SnapshotCache:
         self._head: DeltaTable | None = None
         self._tables: OrderedDict[int, DeltaTable] = OrderedDict()
         self._datasets: OrderedDict[tuple[int, int | None], ds.Dataset] = OrderedDict()
+        self._fingerprints: OrderedDict[tuple[int, int | None], str] = OrderedDict()
+        uri = settings.table_uri(name)
+        self._local_log = os.path.join(uri, "_delta_log") if "://" not in uri else None
 
     def latest_version(self) -> int:
         with self._lock:
             if self._head is None:
                 self._head = open_table(self.settings, self.name)
-            else:
+            elif self._local_log is None or os.path.exists(
+                os.path.join(self._local_log, f"{self._head.version() + 1:020d}.json")
+            ):
+                # On local disk a stat of the next commit file (microseconds) says whether
+                # there is anything to read; object stores always take the incremental update.
                 self._head.update_incremental()
             return self._head.version()
 
@@ -162,3 +170,25 @@ class SnapshotCache:
             while len(self._datasets) > self.capacity * 8:
                 self._datasets.popitem(last=False)
         return dataset
+
+    def fingerprint(self, version: int, bucket: int | None = None) -> str:
+        """A digest of the data files of ``bucket`` at ``version``.
+
+        Two versions with the same fingerprint hold the same rows for that bucket, so whatever
+        was computed from one still holds at the other: a commit to another bucket (or a
+        metadata-only commit) does not invalidate per-user caches.
+        """
+        key = (version, bucket)
+        with self._lock:
+            cached = self._fingerprints.get(key)
+            if cached is not None:
+                return cached
+        table = self.table_at(version)
+        partitions = [("user_bucket", "=", str(bucket))] if bucket is not None else None
+        files = sorted(table.file_uris(partition_filters=partitions))
+        digest = hashlib.blake2b("\n".join(files).encode(), digest_size=12).hexdigest()
+        with self._lock:
+            self._fingerprints[key] = digest
+            while len(self._fingerprints) > self.capacity * 64:
+                self._fingerprints.popitem(last=False)
+        return digest

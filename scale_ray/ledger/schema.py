@@ -65,13 +65,74 @@ IMPORTS = pa.schema(
     ]
 )
 
+#: Small per-user state that users edit: merchant rules, category corrections, budgets, read
+#: receipts of notifications. One table (``kind`` tells them apart) so a read checks one
+#: version; rows are events, the latest ``seq`` per (user_id, kind, key) wins and ``deleted``
+#: is a tombstone. ``duck.open_ledger`` exposes the current rows as views per kind.
+USER_STATE = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("user_bucket", pa.int32(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("deleted", pa.bool_(), nullable=False),
+        pa.field("category", pa.string()),
+        pa.field("pattern", pa.string()),
+        pa.field("match", pa.string()),
+        pa.field("period", pa.string()),
+        pa.field("limit_minor", pa.int64()),
+        pa.field("currency", pa.string()),
+        pa.field("created_at", UTC_US, nullable=False),
+        pa.field("updated_at", UTC_US, nullable=False),
+    ]
+)
+
+#: Notifications to users (budget thresholds, later anomaly alerts); ``notification_id`` is
+#: deterministic, so the single producer never writes one twice.
+NOTIFICATIONS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("user_bucket", pa.int32(), nullable=False),
+        pa.field("notification_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("title", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("data_json", pa.string()),
+        pa.field("created_at", UTC_US, nullable=False),
+    ]
+)
+
+#: Flags raised on transactions (the anomaly engine writes them); latest ``seq`` per
+#: (user_id, txn_id, kind) wins, ``status`` is open / dismissed / confirmed.
+FLAGS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("user_bucket", pa.int32(), nullable=False),
+        pa.field("txn_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("score", pa.float64()),
+        pa.field("reason", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("model_version", pa.string()),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("created_at", UTC_US, nullable=False),
+    ]
+)
+
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "transactions": TRANSACTIONS,
     "accounts": ACCOUNTS,
     "imports": IMPORTS,
+    "user_state": USER_STATE,
+    "notifications": NOTIFICATIONS,
+    "flags": FLAGS,
 }
 PARTITIONS: dict[str, list[str]] = {
     "transactions": ["user_bucket"],
     "accounts": ["user_bucket"],
     "imports": [],
+    "user_state": ["user_bucket"],
+    "notifications": ["user_bucket"],
+    "flags": ["user_bucket"],
 }

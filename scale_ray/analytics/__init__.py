@@ -1,0 +1,1 @@
+"""Analytics: DuckDB over Delta snapshots, rules and corrections, budgets, recurring payments."""
