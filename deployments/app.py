@@ -22,8 +22,14 @@ class AppArgs(BaseModel):
 
 
 def build_app(args: AppArgs | dict[str, Any]) -> Any:
-    """The main SCALE application: the HTTP gateway (ledger writes go to LedgerWriter actors)."""
+    """The main SCALE application: the HTTP gateway in front of the Analytics deployment.
+
+    Ledger writes go from the gateway to the LedgerWriter actors; reads of the dashboard go
+    through a ``DeploymentHandle`` to ``Analytics`` (DuckDB over Delta snapshots).
+    """
+    from deployments.analytics import Analytics
     from deployments.gateway import Gateway
 
     settings = AppArgs.model_validate(args).settings()
-    return Gateway.bind(settings.as_env())
+    env = settings.as_env()
+    return Gateway.bind(env, Analytics.bind(env))

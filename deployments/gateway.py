@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from scale_ray.gateway.app import create_app
 from scale_ray.gateway.services import Services
@@ -22,10 +23,12 @@ from scale_ray.settings import Settings
 class Gateway:
     """Builds the Starlette app once per replica, with its own reader and writer client."""
 
-    def __init__(self, settings_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, settings_env: dict[str, str] | None = None, analytics: DeploymentHandle | None = None
+    ) -> None:
         self.settings = Settings.from_env(settings_env) if settings_env else Settings.from_env()
         logging.getLogger("scale").setLevel(self.settings.log_level)
-        self.services = Services.create(self.settings)
+        self.services = Services.create(self.settings, analytics_handle=analytics)
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_app(self.services)

@@ -110,7 +110,8 @@ def threshold_notification(status: BudgetStatus, threshold: int) -> dict[str, An
     else:
         title = f"{name} budget {threshold}% used"
     label = {"weekly": "this week", "monthly": "this month", "yearly": "this year"}[status.period]
-    message = f"You have spent {spent} {status.currency} of your {limit} {status.currency} {name} budget {label}."
+    cur = status.currency
+    message = f"You have spent {spent} {cur} of your {limit} {cur} {name} budget {label}."
     data = {
         "budget_id": status.budget_id,
         "category": status.category,

@@ -28,7 +28,7 @@ _SPACES = re.compile(r" +")
 
 
 def merchant_key(text: str | None) -> str:
-    """Normalized merchant text: ``"TESCO STORES 3251"`` and ``"Tesco Stores-4410"`` → ``"tesco stores"``.
+    """Normalized merchant text: "TESCO STORES 3251" and "Tesco Stores-4410" → "tesco stores".
 
     Rules match against this key, and the merchant leaderboard groups by it.
     """

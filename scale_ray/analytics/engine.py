@@ -144,8 +144,8 @@ class AnalyticsEngine:
         self.settings = settings
         self.transactions = SnapshotCache(settings, "transactions")
         self.accounts = SnapshotCache(settings, "accounts")
-        self.flags = SnapshotCache(settings, "flags")
-        self.notifications = SnapshotCache(settings, "notifications")
+        self.flags_table = SnapshotCache(settings, "flags")
+        self.notifications_table = SnapshotCache(settings, "notifications")
         self.state = UserStateStore(settings)
         self._hints = hints_table()
         # Per-user tables are small: one thread per query beats DuckDB's scheduling overhead;
@@ -469,10 +469,10 @@ class AnalyticsEngine:
         rows = self._sql(
             """
             SELECT date_trunc('month', local_at)::DATE AS month,
-                   coalesce(sum(amount_minor) FILTER (WHERE amount_minor > 0 AND NOT tr), 0)::BIGINT
-                       AS income,
-                   coalesce(-sum(amount_minor) FILTER (WHERE amount_minor < 0 AND NOT tr), 0)::BIGINT
-                       AS expense,
+                   coalesce(sum(amount_minor) FILTER (WHERE amount_minor > 0 AND NOT tr), 0)
+                       ::BIGINT AS income,
+                   coalesce(-sum(amount_minor) FILTER (WHERE amount_minor < 0 AND NOT tr), 0)
+                       ::BIGINT AS expense,
                    sum(amount_minor)::BIGINT AS flow
             FROM (SELECT *, split_part(category, '/', 1) = ? AS tr FROM c)
             WHERE currency = ? AND local_at < ? GROUP BY ALL ORDER BY month
@@ -746,7 +746,7 @@ class AnalyticsEngine:
         return {"snapshot_version": view.version, "as_of": today.isoformat(), "recurring": items}
 
     def open_flags(self, view: UserView) -> list[dict[str, Any]]:
-        flags, _, _ = self._slice(self.flags, view.user_id)
+        flags, _, _ = self._slice(self.flags_table, view.user_id)
         if flags.num_rows == 0:
             return []
         rows = self._sql(
@@ -780,7 +780,7 @@ class AnalyticsEngine:
     def notifications(
         self, user_id: str, *, unread_only: bool = False, limit: int = 50
     ) -> list[dict[str, Any]]:
-        table, _, _ = self._slice(self.notifications, user_id)
+        table, _, _ = self._slice(self.notifications_table, user_id)
         read = {r["key"] for r in self.state.snapshot(user_id).of("notification_read")}
         rows = sorted(
             table.to_pylist(), key=lambda r: (r["created_at"], r["notification_id"]), reverse=True
@@ -796,7 +796,7 @@ class AnalyticsEngine:
         return out
 
     def unread_count(self, user_id: str) -> int:
-        table, _, _ = self._slice(self.notifications, user_id)
+        table, _, _ = self._slice(self.notifications_table, user_id)
         if table.num_rows == 0:
             return 0
         read = {r["key"] for r in self.state.snapshot(user_id).of("notification_read")}

@@ -231,7 +231,8 @@ class Params:
             return None
         if not _MERCHANT_RE.match(raw):
             raise bad_request(
-                f"query parameter {name} may hold letters, digits, spaces and & ' . , / ( ) + # @ * : ! -",
+                f"query parameter {name} may hold letters, digits, spaces "
+                "and & ' . , / ( ) + # @ * : ! -",
                 code="invalid_parameter",
             )
         return raw

@@ -622,8 +622,10 @@ def build_openapi(app: Starlette) -> dict[str, Any]:
 def create_app(services: Services) -> Any:
     """The ASGI app: Starlette routes wrapped in request-id and body-limit middleware."""
     settings = services.settings
+    from scale_ray.gateway.analytics_routes import ROUTES as ANALYTICS_ROUTES
+
     app = Starlette(
-        routes=ROUTES,
+        routes=ROUTES + ANALYTICS_ROUTES,
         middleware=[
             Middleware(
                 CORSMiddleware,

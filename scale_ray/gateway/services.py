@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
+from scale_ray.analytics.params import today_utc
 from scale_ray.auth import TokenVerifier
 from scale_ray.imports import ImportJournal, start_import
 from scale_ray.ledger.delta import ensure_tables
@@ -39,18 +41,33 @@ class Services:
     writer: Any  # LedgerWriterClient (needs Ray)
     journal: ImportJournal
     launch_import: Any = start_import
+    #: ``call(method, user_id, *args)`` on the Analytics deployment (or in process).
+    analytics: Any = None
+    #: Server-Sent Events fan-out of notifications (created lazily, one per replica).
+    hub: Any = None
+    #: "Today" for date defaults (a function, so tests can pin it).
+    clock: Callable[[], date] = today_utc
     #: (user_id, account_id) pairs this replica saw committed; bounded, only an optimization.
     known_accounts: BoundedSet = field(default_factory=lambda: BoundedSet(200_000))
 
     @classmethod
-    def create(cls, settings: Settings) -> Services:
+    def create(cls, settings: Settings, analytics_handle: Any = None) -> Services:
+        """Services of one gateway replica; without a handle, analytics run in process."""
+        from scale_ray.gateway.analytics_client import AnalyticsClient, LocalAnalyticsClient
         from scale_ray.ledger.writer_client import LedgerWriterClient
 
         ensure_tables(settings)
+        if analytics_handle is not None:
+            analytics: Any = AnalyticsClient(analytics_handle)
+        else:
+            from scale_ray.analytics.service import AnalyticsService
+
+            analytics = LocalAnalyticsClient(AnalyticsService(settings))
         return cls(
             settings=settings,
             verifier=TokenVerifier(settings),
             reader=LedgerReader(settings),
             writer=LedgerWriterClient(settings),
             journal=ImportJournal(settings),
+            analytics=analytics,
         )
