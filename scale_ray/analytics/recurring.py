@@ -107,17 +107,23 @@ _AMOUNT_PENALTY, _AMOUNT_PENALTY_CAP = 2.0, 0.5
 _DENSE_PER_PERIOD = 1.5
 #: At most this many series per group (merchant, account, sign).
 _MAX_SERIES_PER_GROUP = 4
-#: 80th percentile of |amount / median - 1| at or below which amounts count as fixed.
-_FIXED_SPREAD = 0.05
-#: Spread allowed for weekly / fortnightly series (those must be fixed-ish: groceries are not).
-_SHORT_SPREAD = 0.1
-#: Spread allowed for a monthly-or-longer series that does not own its merchant.
-_SHARED_SPREAD = 0.35
-#: Other transactions of comparable amount in the series' span, per member: fixed series /
-#: variable series (a variable series must own its merchant).
-_FIXED_NOISE, _VARIABLE_NOISE = 0.5, 0.2
+#: Share of payments with the most common amount from which a series counts as fixed-price.
+_FIXED_SHARE = 0.6
+#: Fixed series: other transactions of exactly that amount, per member, allowed in the span
+#: (and over the whole history for a chain shorter than ``_LONG_CHAIN``: a handful of £20 cash
+#: withdrawals a month apart is a coincidence when £20 is withdrawn all the time).
+_EXACT_NOISE = 0.25
+_LONG_CHAIN = 6
+#: Variable series (bills, salary, card repayments) must own their merchant: other
+#: transactions of comparable amount (within 25 % of its range), per member, over all history.
+_VARIABLE_NOISE = 0.2
+#: Variable-amount and weekly-type series need this many payments (with three, a few visits
+#: that happen to fall a month apart look like a bill).
+_MIN_VARIABLE = 4
+#: Median days off schedule allowed: weekly-type series / calendar series / yearly pairs.
+_SHORT_LATENESS, _CALENDAR_LATENESS, _PAIR_LATENESS = 1.0, 2.0, 1.5
 #: Two yearly occurrences must agree within this ratio.
-_YEARLY_PAIR_RATIO = 1.1
+_YEARLY_PAIR_RATIO = 1.02
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,6 +209,8 @@ class _Features:
     spread: float  # 80th percentile of |amount / median - 1|
     noise_span: float  # other comparable-amount transactions in the span, per member
     noise_all: float  # the same over the group's whole history
+    exact_span: float  # other transactions of the most common amount in the span, per member
+    exact_all: float  # the same over the group's whole history
     dense: bool  # found among one exact amount of a busy merchant
     pair_ratio: float  # max / min amount (used for two-member yearly series)
 
@@ -284,12 +292,14 @@ def _features(
     a = amounts[chain].astype(np.float64)
     median = float(np.median(a))
     spread = float(np.quantile(np.abs(a / median - 1.0), 0.8))
-    _, counts = np.unique(amounts[chain], return_counts=True)
+    values, counts = np.unique(amounts[chain], return_counts=True)
     lo, hi = a.min() / 1.25, a.max() * 1.25
     comparable = (amounts >= lo) & (amounts <= hi)
     comparable[chain] = False
+    same = amounts == values[int(np.argmax(counts))]
+    same[chain] = False
     half = period.days / 2
-    in_span = comparable & (days >= d[0] - half) & (days <= d[-1] + half)
+    span_mask = (days >= d[0] - half) & (days <= d[-1] + half)
     return _Features(
         period=period.name,
         members=m,
@@ -298,29 +308,57 @@ def _features(
         lateness=lateness,
         exact=float(counts.max()) / m,
         spread=spread,
-        noise_span=float(np.count_nonzero(in_span)) / m,
+        noise_span=float(np.count_nonzero(comparable & span_mask)) / m,
         noise_all=float(np.count_nonzero(comparable)) / m,
+        exact_span=float(np.count_nonzero(same & span_mask)) / m,
+        exact_all=float(np.count_nonzero(same)) / m,
         dense=dense,
         pair_ratio=float(a.max() / max(a.min(), 1.0)),
     )
 
 
-def _accept(f: _Features) -> bool:
+def _accept(f: _Features, min_occurrences: int) -> bool:
     """The acceptance rules (thresholds measured by :mod:`recurring_eval`)."""
+    fixed = f.exact >= _FIXED_SHARE
     if f.period == "yearly" and f.members == 2:
-        return f.pair_ratio <= _YEARLY_PAIR_RATIO and f.noise_all == 0 and not f.dense
+        return (
+            f.pair_ratio <= _YEARLY_PAIR_RATIO
+            and f.lateness <= _PAIR_LATENESS
+            and f.exact_all == 0
+            and f.noise_all <= 0.5
+            and not f.dense
+        )
+    clean = f.exact_span <= _EXACT_NOISE and (
+        f.members >= _LONG_CHAIN or f.exact_all <= _EXACT_NOISE
+    )
     if f.period in ("weekly", "fortnightly"):
-        return f.spread <= _SHORT_SPREAD and f.regular >= 0.8 and f.noise_span <= _FIXED_NOISE
-    if f.spread <= _FIXED_SPREAD:
-        return f.regular >= 0.6 and f.noise_span <= _FIXED_NOISE
-    return f.regular >= 0.8 and f.noise_all <= _VARIABLE_NOISE
+        return (
+            fixed
+            and clean
+            and f.members >= max(min_occurrences, _MIN_VARIABLE)
+            and f.regular >= 0.8
+            and f.lateness <= _SHORT_LATENESS
+        )
+    if f.lateness > _CALENDAR_LATENESS:
+        return False
+    if fixed:
+        return clean and f.regular >= 0.75
+    return (
+        f.members >= max(min_occurrences, _MIN_VARIABLE)
+        and f.regular >= 0.8
+        and f.noise_all <= _VARIABLE_NOISE
+    )
 
 
 def _confidence(f: _Features) -> float:
-    count_term = 1.0 - np.exp(-(f.members - 1) / (1.0 if f.period == "yearly" else 3.0))
-    amount_term = 1.0 if f.spread <= _FIXED_SPREAD else max(0.3, 1.0 - f.spread)
-    score = 0.3 * f.coverage + 0.25 * count_term + 0.25 * amount_term + 0.2 * f.regular
-    return float(np.clip(score * (1.0 - 0.5 * min(1.0, f.noise_span)), 0.0, 1.0))
+    """A 0..1 score: more payments, fuller coverage, tighter timing and amounts, fewer look-alike
+    transactions at the merchant all raise it."""
+    count_term = 1.0 - np.exp(-(f.members - 1) / (1.5 if f.period == "yearly" else 4.0))
+    amount_term = max(f.exact, 1.0 - min(1.0, f.spread))
+    timing_term = f.regular * (1.0 - min(1.0, f.lateness / 4.0))
+    score = 0.3 * count_term + 0.25 * f.coverage + 0.25 * amount_term + 0.2 * timing_term
+    noise = min(1.0, max(f.exact_span, f.noise_span if f.exact < _FIXED_SHARE else 0.0))
+    return float(np.clip(score * (1.0 - 0.5 * noise), 0.0, 1.0))
 
 
 def _assess(
@@ -329,10 +367,11 @@ def _assess(
     days: np.ndarray,
     amounts: np.ndarray,
     dense: bool,
+    min_occurrences: int,
 ) -> _Candidate | None:
     """The chain as an accepted candidate, or None."""
     f = _features(period, chain, days, amounts, dense)
-    if f is None or not _accept(f):
+    if f is None or not _accept(f, min_occurrences):
         return None
     return _Candidate(period, chain, _confidence(f))
 
@@ -367,7 +406,7 @@ def _search_group(days: np.ndarray, amounts: np.ndarray, min_occurrences: int) -
                 pos = _best_chain(days[sub].tolist(), log_amt[sub].tolist(), period)
                 if len(pos) < need:
                     continue
-                cand = _assess(period, sub[pos], days, amounts, dense)
+                cand = _assess(period, sub[pos], days, amounts, dense, min_occurrences)
                 if cand is not None and (
                     best is None
                     or (len(cand.rows), cand.confidence) > (len(best.rows), best.confidence)
