@@ -96,10 +96,10 @@ def categorized_sql(
 
 
 def rule_rank_sql(state: str = "rules_current") -> str:
-    """Rank rules of a ``user_state`` 'rule' relation: exact first, longer, newer."""
+    """Rank rules of a ``user_state`` 'rule' relation: exact first, longer, last written."""
     return f"""
     SELECT user_id, pattern, match, category,
            row_number() OVER (PARTITION BY user_id ORDER BY match = 'exact' DESC,
-                              length(pattern) DESC, created_at DESC) AS rank
+                              length(pattern) DESC, seq DESC) AS rank
     FROM {state}
     """

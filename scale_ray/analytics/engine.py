@@ -37,7 +37,7 @@ from scale_ray.analytics.params import (
     add_months,
     today_utc,
 )
-from scale_ray.analytics.state import StateSnapshot, UserStateStore
+from scale_ray.analytics.state import DUCKDB_CONFIG, StateSnapshot, UserStateStore
 from scale_ray.errors import ApiError, bad_request
 from scale_ray.ledger.delta import SnapshotCache
 from scale_ray.ledger.keys import user_bucket
@@ -150,7 +150,7 @@ class AnalyticsEngine:
         self._hints = hints_table()
         # Per-user tables are small: one thread per query beats DuckDB's scheduling overhead;
         # concurrency comes from concurrent requests.
-        self._db = duckdb.connect(config={"threads": 1})
+        self._db = duckdb.connect(config={"threads": 1, **DUCKDB_CONFIG})
         self._local = threading.local()
         self._lock = threading.Lock()
         self._slices: OrderedDict[tuple[str, str, str], pa.Table] = OrderedDict()

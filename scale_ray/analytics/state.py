@@ -24,6 +24,10 @@ from scale_ray.ledger.keys import user_bucket
 from scale_ray.ledger.schema import USER_STATE
 from scale_ray.settings import Settings
 
+#: UTC session time zone (never the machine's: ``booked_at::TIMESTAMP`` must be UTC wall time),
+#: and no extension downloads (there is no network in production pods either).
+DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "TimeZone": "UTC"}
+
 KINDS = ("rule", "correction", "budget", "notification_read")
 
 STATE_FIELDS = ("category", "pattern", "match", "period", "limit_minor", "currency")
@@ -63,7 +67,7 @@ class UserStateStore:
         self.snapshots = SnapshotCache(settings, "user_state")
         self._appender: DeltaAppender | None = None
         self._write_lock = threading.Lock()
-        self._db = duckdb.connect()
+        self._db = duckdb.connect(config=DUCKDB_CONFIG)
         self._db_lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], StateSnapshot] = OrderedDict()
         self._cache_size = cache_size
