@@ -197,6 +197,20 @@ class AnalyticsService:
     def get_category(self, user_id: str, txn_id: str) -> dict[str, Any]:
         return self._txn_category(user_id, txn_id)
 
+    def txn_categories(
+        self, user_id: str, txn_ids: list[str], version: int | None = None
+    ) -> dict[str, list[str]]:
+        """``{txn_id: [category, source]}`` for a page of the transaction listing."""
+        if not txn_ids:
+            return {}
+        view = self._wrap(lambda: {"view": self.engine.view(user_id, version)})["view"]
+        rows = self.engine._sql(
+            "SELECT txn_id, category, category_source FROM c WHERE list_contains(?, txn_id)",
+            [txn_ids],
+            c=view.table,
+        )
+        return {r["txn_id"]: [r["category"], r["category_source"]] for r in rows}
+
     # -- budgets ---------------------------------------------------------------------------
 
     def _budgets_touched(self, user_id: str) -> None:
@@ -351,8 +365,8 @@ METHODS = frozenset(
     {
         "overview", "categories", "heatmap", "merchants", "cashflow", "compare", "recurring",
         "category_tree", "list_rules", "create_rule", "delete_rule", "put_correction",
-        "delete_correction", "get_category", "list_budgets", "get_budget", "create_budget",
-        "update_budget", "delete_budget", "list_notifications", "mark_read",
+        "delete_correction", "get_category", "txn_categories", "list_budgets", "get_budget",
+        "create_budget", "update_budget", "delete_budget", "list_notifications", "mark_read",
     }
 )  # fmt: skip
 

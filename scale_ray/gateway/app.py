@@ -273,13 +273,28 @@ async def list_transactions(request: Request) -> Response:
         )
     except UnknownVersion as exc:
         raise bad_request(str(exc), code="unknown_version") from exc
+    data = [txn_to_json(r) for r in rows]
+    await _add_categories(services, principal.user_id, data, snapshot)
     return _json(
         {
-            "data": [txn_to_json(r) for r in rows],
+            "data": data,
             "next_cursor": next_cursor.encode() if next_cursor else None,
             "snapshot_version": snapshot,
         }
     )
+
+
+async def _add_categories(
+    services: Services, user_id: str, data: list[dict[str, Any]], version: int | None
+) -> None:
+    """Each row's category as the dashboard resolves it (correction, rule, model, source)."""
+    if services.analytics is None or not data:
+        return
+    found = await services.analytics.call(
+        "txn_categories", user_id, [row["txn_id"] for row in data], version
+    )
+    for row in data:
+        row["category"], row["category_source"] = found.get(row["txn_id"], [None, None])
 
 
 async def get_transaction(request: Request) -> Response:
@@ -299,7 +314,9 @@ async def get_transaction(request: Request) -> Response:
     row = await run_in_threadpool(services.reader.get_transaction, principal.user_id, txn_id)
     if row is None:
         raise not_found(f"transaction {txn_id!r} not found")
-    return _json(txn_to_json(row))
+    data = [txn_to_json(row)]
+    await _add_categories(services, principal.user_id, data, None)
+    return _json(data[0])
 
 
 async def list_accounts(request: Request) -> Response:

@@ -171,6 +171,19 @@ def test_rules_corrections_and_budgets_over_http(app: App, users: dict[str, str]
         assert c.get("/v1/rules").json()["data"] == []
 
 
+def test_transaction_listing_carries_categories(app: App, users: dict[str, str]) -> None:
+    with app.client(users["alice"]) as c:
+        page = c.get("/v1/transactions", params={"limit": 100}).json()["data"]
+        by_id = {t["txn_id"]: t for t in page}
+        assert by_id["a02"]["category"] == "Food & drink/Groceries"
+        assert by_id["a02"]["category_source"] == "source"
+        assert by_id["a16"]["category"] == "Uncategorized"
+        c.put("/v1/transactions/a16/category", json={"category": "Food & drink/Coffee"})
+        one = c.get("/v1/transactions/a16").json()
+        assert (one["category"], one["category_source"]) == ("Food & drink/Coffee", "correction")
+        c.delete("/v1/transactions/a16/category")
+
+
 def test_openapi_lists_analytics_routes(app: App) -> None:
     with app.client() as c:
         paths = c.get("/openapi.json").json()["paths"]
