@@ -11,15 +11,18 @@ How a series is found
 3. A group with more than about one transaction per period (a supermarket, an ATM) can only hold
    a series that stands out by its amount, so there the chain is searched among transactions of
    one exact amount (a fixed-price charge at a busy merchant) instead of the whole group.
-4. A chain is accepted when it covers most of the occurrences its span implies, its timing is
-   tight (weekly and fortnightly), its amounts are fixed or, for monthly and longer periods, it
-   owns its merchant (few other transactions of comparable amounts: bills that vary with the
-   season, card repayments). Weekly shopping with varying amounts is therefore never a series.
+4. A chain is accepted when it covers most of the occurrences its span implies, keeps to its
+   schedule (a day of the month, or whole weeks), and either has a fixed amount that few
+   other transactions of the group share, or, for monthly and longer periods, owns its
+   merchant (few other transactions of comparable amounts: bills that vary with the season,
+   salary with raises, card repayments). Weekly shopping with varying amounts is therefore
+   never a series. The rules are in :func:`_evaluate`.
 5. Accepted chains leave the group and the search repeats, so one merchant can carry several
-   series (two standing orders to the same bank, a subscription beside purchases).
+   series (two standing orders to the same bank, a subscription beside purchases); two
+   fixed-amount pieces of one schedule that moved are joined again.
 
-Every threshold below was tuned on the synthetic demo users (seed 1) and checked on other seeds
-and on the real Berka ledgers; :mod:`scale_ray.analytics.recurring_eval` measures them.
+The thresholds were tuned on synthetic demo users (seeds 0 and 1) and the real Berka ledgers,
+and checked on a held-out seed; :mod:`scale_ray.analytics.recurring_eval` measures them.
 
 Money stays in integer minor units; floats are used only for ratios and scores.
 """
@@ -40,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "PERIODS",
+    "PERIOD_NAMES",
     "YEARLY_MIN_OCCURRENCES",
     "RecurringPayment",
     "detect_recurring",
@@ -96,22 +99,26 @@ PERIODS: tuple[_Period, ...] = (
     _Period("quarterly", 91.3125, ((80, 102), (172, 194)), 0.75, 7.0, 30, 3),
     _Period("yearly", 365.25, ((350, 381), (715, 746)), 0.75, 10.0, 45, 12),
 )
-_BY_NAME = {p.name: p for p in PERIODS}
+#: The period names, shortest first.
+PERIOD_NAMES: tuple[str, ...] = tuple(p.name for p in PERIODS)
 
 #: Weight of a chain step that skips one occurrence (a step of one period weighs 1).
 _MISS_WEIGHT = 0.4
-#: Penalty per unit of |log(amount ratio)| on a chain step, and its cap (below 1 - miss
-#: weight / 2, so a chain never skips a payment that is on time just because its amount moved).
+#: Penalty per unit of |log(amount ratio)| on a chain step, and its cap: two on-time steps
+#: (each worth at least 1 - cap) outscore one step over a miss, so a chain never skips a
+#: payment that is on time just because its amount moved (card repayments, bills).
 _AMOUNT_PENALTY, _AMOUNT_PENALTY_CAP = 2.0, 0.5
 #: A group with more than this many transactions per period is searched by exact amount.
 _DENSE_PER_PERIOD = 1.5
 #: At most this many series per group (merchant, account, sign).
 _MAX_SERIES_PER_GROUP = 4
-#: Share of payments with the most common amount from which a series counts as fixed-price.
+#: Share of payments with the most common amount from which a series counts as fixed-price
+#: (and at least three of them).
 _FIXED_SHARE = 0.6
 #: Fixed series: other transactions of exactly that amount, per member, allowed in the span
-#: (and over the whole history for a chain shorter than ``_LONG_CHAIN``: a handful of £20 cash
-#: withdrawals a month apart is a coincidence when £20 is withdrawn all the time).
+#: (and over the whole history for a chain shorter than ``_LONG_CHAIN`` or at a busy
+#: merchant: a handful of £20 cash withdrawals a month apart is a coincidence when £20 is
+#: withdrawn all the time).
 _EXACT_NOISE = 0.25
 _LONG_CHAIN = 6
 #: Variable series (bills, salary, card repayments) must own their merchant: other
@@ -161,7 +168,7 @@ def merchant_key(merchant: str | None, narration: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _best_chain(days: list[int], log_amt: list[float], period: _Period) -> list[int]:
+def _best_chain(days: np.ndarray, log_amt: list[float], period: _Period) -> list[int]:
     """Positions (into ``days``, sorted ascending) of the highest-scoring chain for ``period``.
 
     Score: 1 for the first member, then per step 1 (or ``_MISS_WEIGHT`` for a step over one
@@ -169,22 +176,28 @@ def _best_chain(days: list[int], log_amt: list[float], period: _Period) -> list[
     earlier predecessor, so the result is deterministic.
     """
     n = len(days)
+    ranges = []
+    if n > 24:
+        for k, (lo, hi) in enumerate(period.windows):
+            starts = np.searchsorted(days, days - hi, side="left").tolist()
+            stops = np.searchsorted(days, days - lo, side="right").tolist()
+            ranges.append((1.0 if k == 0 else _MISS_WEIGHT, starts, stops))
+    else:  # small: plain bisection is cheaper than numpy's call overhead
+        day_list = days.tolist()
+        for k, (lo, hi) in enumerate(period.windows):
+            starts = [bisect_left(day_list, d - hi) for d in day_list]
+            stops = [bisect_right(day_list, d - lo) for d in day_list]
+            ranges.append((1.0 if k == 0 else _MISS_WEIGHT, starts, stops))
     score = [1.0] * n
     prev = [-1] * n
-    windows = period.windows
+    cap = _AMOUNT_PENALTY_CAP
     for j in range(n):
-        dj = days[j]
         best, arg = 1.0, -1
         laj = log_amt[j]
-        for k, (lo, hi) in enumerate(windows):
-            start = bisect_left(days, dj - hi, 0, j)
-            stop = bisect_right(days, dj - lo, 0, j)
-            step = 1.0 if k == 0 else _MISS_WEIGHT
-            for i in range(start, stop):
+        for step, starts, stops in ranges:
+            for i in range(starts[j], stops[j]):
                 pen = _AMOUNT_PENALTY * abs(laj - log_amt[i])
-                value = (
-                    score[i] + step - (pen if pen < _AMOUNT_PENALTY_CAP else _AMOUNT_PENALTY_CAP)
-                )
+                value = score[i] + step - (pen if pen < cap else cap)
                 if value > best:
                     best, arg = value, i
         score[j], prev[j] = best, arg
@@ -198,7 +211,7 @@ def _best_chain(days: list[int], log_amt: list[float], period: _Period) -> list[
 
 @dataclass
 class _Features:
-    """What decides whether a chain is a recurring series."""
+    """What decided that a chain is a recurring series, and feeds its confidence."""
 
     period: str
     members: int
@@ -206,13 +219,11 @@ class _Features:
     regular: float  # share of members on schedule (calendar anchor or whole periods)
     lateness: float  # median days off schedule
     exact: float  # share of members with the most common amount
-    spread: float  # 80th percentile of |amount / median - 1|
+    spread: float  # about the 80th percentile of |amount / median - 1|
     noise_span: float  # other comparable-amount transactions in the span, per member
     noise_all: float  # the same over the group's whole history
     exact_span: float  # other transactions of the most common amount in the span, per member
     exact_all: float  # the same over the group's whole history
-    dense: bool  # found among one exact amount of a busy merchant
-    pair_ratio: float  # max / min amount (used for two-member yearly series)
 
 
 @dataclass
@@ -222,38 +233,35 @@ class _Candidate:
     confidence: float
 
 
-def _month_parts(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first day of month, day of month, month length) of epoch-day numbers."""
-    stamps = days.astype("datetime64[D]")
-    month = stamps.astype("datetime64[M]")
+def _calendar_anchor(days: np.ndarray) -> tuple[int, bool]:
+    """The day of month a calendar series (epoch-day numbers) is anchored on, or ``(0, True)``
+    for the month's end.
+
+    The most common day of month wins (on a tie, the one nearest to all payments) unless more
+    payments fall on their month's last day than on it (31 Jan, 28 Feb, 31 Mar: month end).
+    """
+    month = days.astype("datetime64[D]").astype("datetime64[M]")
     first = month.astype("datetime64[D]").astype(np.int64)
     length = (month + 1).astype("datetime64[D]").astype(np.int64) - first
-    return first, days - first + 1, length
-
-
-def calendar_anchor(days: np.ndarray) -> tuple[int, bool]:
-    """The day of month a calendar series is anchored on, or (0, True) for the month's end.
-
-    The most common day of month (the smallest on a tie) wins unless more payments fall on
-    their month's last day than on it (31 Jan, 28 Feb, 31 Mar is a month-end series).
-    """
-    _, dom, length = _month_parts(days)
+    dom = days - first + 1
     counts = np.bincount(dom, minlength=32)
     top = int(counts.max())
     if int(np.count_nonzero(dom == length)) > top:
         return 0, True
     tied = np.flatnonzero(counts == top)
-    if len(tied) > 1:  # the tied day nearest to all the others
-        cost = [int(np.abs(_calendar_offsets(days, int(t), False)).sum()) for t in tied]
+    if len(tied) > 1:  # the tied day nearest (around the month) to all payments' days
+        gap = np.abs(dom[None, :] - tied[:, None])
+        cost = np.minimum(gap, 31 - gap).sum(axis=1)
         return int(tied[int(np.argmin(cost))]), False
     return int(tied[0]), False
 
 
 def _calendar_offsets(days: np.ndarray, dom: int, month_end: bool) -> np.ndarray:
-    """Days from each date to the nearest anchor (previous, same or next month)."""
-    best = None
+    """Signed days from each date to the nearest anchor (previous, same or next month)."""
+    base = days.astype("datetime64[D]").astype("datetime64[M]")
+    best: np.ndarray | None = None
     for shift in (-1, 0, 1):
-        month = days.astype("datetime64[D]").astype("datetime64[M]") + shift
+        month = base + shift
         first = month.astype("datetime64[D]").astype(np.int64)
         length = (month + 1).astype("datetime64[D]").astype(np.int64) - first
         anchor = first + (length - 1 if month_end else np.minimum(dom, length) - 1)
@@ -263,96 +271,119 @@ def _calendar_offsets(days: np.ndarray, dom: int, month_end: bool) -> np.ndarray
     return best
 
 
-def _features(
+def _median(sorted_values: list[float]) -> float:
+    n = len(sorted_values)
+    return (sorted_values[(n - 1) // 2] + sorted_values[n // 2]) / 2
+
+
+def _evaluate(
     period: _Period,
     chain: np.ndarray,
     days: np.ndarray,
     amounts: np.ndarray,
+    free: np.ndarray,
     dense: bool,
+    min_occurrences: int,
 ) -> _Features | None:
-    """Features of a chain (positions into the group), or None when it is plainly too short
-    or too sparse to be a series."""
+    """The features of an accepted chain (positions into the group), or None when a rule
+    rejects it. Cheap rules run first; the thresholds are measured by :mod:`recurring_eval`.
+
+    * weekly / fortnightly: fixed amount, at least :data:`_MIN_VARIABLE` payments, on time
+      within a day;
+    * calendar periods: median lateness at most two days from the anchor day (a long fixed
+      series may instead keep regular gaps); a fixed amount (three or more equal payments)
+      with few other transactions of exactly that amount, or a variable amount (at least
+      :data:`_MIN_VARIABLE` payments) with few comparable transactions at the merchant at all;
+    * a yearly pair: the same amount (within 2 %) on the same date (within 3 days) at a
+      merchant with no other transaction of that amount;
+    * at a busy merchant (``dense``): at least :data:`_MIN_VARIABLE` payments, never yearly.
+    """
     m = len(chain)
     d = days[chain]
-    span = float(d[-1] - d[0])
-    expected = round(span / period.days) + 1
-    coverage = min(1.0, m / expected)
+    first, last = int(d[0]), int(d[-1])
+    coverage = min(1.0, m / (round((last - first) / period.days) + 1))
     if coverage < period.min_coverage:
         return None
+    a_list = amounts[chain].tolist()
+    counts = Counter(a_list)
+    mode_amount, top = max(counts.items(), key=lambda kv: (kv[1], -kv[0]))
+    exact = top / m
+    fixed = top >= 3 and exact >= _FIXED_SHARE
+    short = period.months == 0
+    pair = period.name == "yearly" and m == 2
+    a_sorted = sorted(a_list)
+    if dense and (period.name == "yearly" or m < _MIN_VARIABLE):
+        return None  # at a busy merchant a few equal amounts a period apart are a coincidence
+    if pair:
+        if a_sorted[1] > a_sorted[0] * _YEARLY_PAIR_RATIO:
+            return None
+    elif (short and not fixed) or (
+        (short or not fixed) and m < max(min_occurrences, _MIN_VARIABLE)
+    ):
+        return None
     if period.months:
-        dom, month_end = calendar_anchor(d)
-        off = _calendar_offsets(d, dom, month_end)
-        off = np.abs(off)
+        dom, month_end = _calendar_anchor(d)
+        off = np.abs(_calendar_offsets(d, dom, month_end))
     else:
         gaps = np.diff(d)
+        off = np.abs(gaps - np.maximum(np.rint(gaps / period.days), 1) * period.days)
+    off_sorted = sorted(off.tolist())
+    lateness = _median(off_sorted)
+    regular = sum(o <= period.max_jitter for o in off_sorted) / len(off_sorted)
+    if pair:
+        if lateness > _PAIR_LATENESS:
+            return None
+    elif short:
+        if lateness > _SHORT_LATENESS or regular < 0.8:
+            return None
+    elif lateness > _CALENDAR_LATENESS or regular < (0.75 if fixed else 0.8):
+        # A long fixed-amount series may follow another event rather than a day of the month
+        # (a standing order the day after payday): then its gaps must be regular instead.
+        if not fixed or m < _LONG_CHAIN:
+            return None
+        gaps = np.diff(d)
         steps = np.maximum(np.rint(gaps / period.days), 1)
-        off = np.abs(gaps - steps * period.days)
-    regular = float(np.count_nonzero(off <= period.max_jitter)) / len(off)
-    lateness = float(np.median(off))
-    a = amounts[chain].astype(np.float64)
-    median = float(np.median(a))
-    spread = float(np.quantile(np.abs(a / median - 1.0), 0.8))
-    values, counts = np.unique(amounts[chain], return_counts=True)
-    lo, hi = a.min() / 1.25, a.max() * 1.25
-    comparable = (amounts >= lo) & (amounts <= hi)
-    comparable[chain] = False
-    same = amounts == values[int(np.argmax(counts))]
-    same[chain] = False
+        on_time = np.abs(gaps - steps * period.days) <= period.max_jitter
+        if int(np.count_nonzero(on_time)) < 0.8 * len(gaps):
+            return None
+    # Look-alikes: other unclaimed transactions of the group with a comparable / the same amount.
+    others = free.copy()
+    others[chain] = False
+    comparable = others & (amounts >= a_sorted[0] / 1.25) & (amounts <= a_sorted[-1] * 1.25)
+    same = others & (amounts == mode_amount)
     half = period.days / 2
-    span_mask = (days >= d[0] - half) & (days <= d[-1] + half)
+    in_span = (days >= first - half) & (days <= last + half)
+    noise_all = int(np.count_nonzero(comparable)) / m
+    exact_all = int(np.count_nonzero(same)) / m
+    exact_span = int(np.count_nonzero(same & in_span)) / m
+    if pair:
+        if exact_all > 0 or noise_all > 0.5:
+            return None
+    elif fixed:
+        if exact_span > _EXACT_NOISE or ((dense or m < _LONG_CHAIN) and exact_all > _EXACT_NOISE):
+            return None
+    elif noise_all > _VARIABLE_NOISE:
+        return None
+    median = _median(a_sorted)
+    devs = sorted(abs(x / median - 1.0) for x in a_list)
     return _Features(
         period=period.name,
         members=m,
         coverage=coverage,
         regular=regular,
         lateness=lateness,
-        exact=float(counts.max()) / m,
-        spread=spread,
-        noise_span=float(np.count_nonzero(comparable & span_mask)) / m,
-        noise_all=float(np.count_nonzero(comparable)) / m,
-        exact_span=float(np.count_nonzero(same & span_mask)) / m,
-        exact_all=float(np.count_nonzero(same)) / m,
-        dense=dense,
-        pair_ratio=float(a.max() / max(a.min(), 1.0)),
-    )
-
-
-def _accept(f: _Features, min_occurrences: int) -> bool:
-    """The acceptance rules (thresholds measured by :mod:`recurring_eval`)."""
-    fixed = f.exact >= _FIXED_SHARE
-    if f.period == "yearly" and f.members == 2:
-        return (
-            f.pair_ratio <= _YEARLY_PAIR_RATIO
-            and f.lateness <= _PAIR_LATENESS
-            and f.exact_all == 0
-            and f.noise_all <= 0.5
-            and not f.dense
-        )
-    clean = f.exact_span <= _EXACT_NOISE and (
-        f.members >= _LONG_CHAIN or f.exact_all <= _EXACT_NOISE
-    )
-    if f.period in ("weekly", "fortnightly"):
-        return (
-            fixed
-            and clean
-            and f.members >= max(min_occurrences, _MIN_VARIABLE)
-            and f.regular >= 0.8
-            and f.lateness <= _SHORT_LATENESS
-        )
-    if f.lateness > _CALENDAR_LATENESS:
-        return False
-    if fixed:
-        return clean and f.regular >= 0.75
-    return (
-        f.members >= max(min_occurrences, _MIN_VARIABLE)
-        and f.regular >= 0.8
-        and f.noise_all <= _VARIABLE_NOISE
+        exact=exact,
+        spread=devs[min(m - 1, int(0.8 * m))],
+        noise_span=int(np.count_nonzero(comparable & in_span)) / m,
+        noise_all=noise_all,
+        exact_span=exact_span,
+        exact_all=exact_all,
     )
 
 
 def _confidence(f: _Features) -> float:
-    """A 0..1 score: more payments, fuller coverage, tighter timing and amounts, fewer look-alike
-    transactions at the merchant all raise it."""
+    """A 0..1 score: more payments, fuller coverage, tighter timing and amounts, fewer
+    look-alike transactions at the merchant all raise it."""
     count_term = 1.0 - np.exp(-(f.members - 1) / (1.5 if f.period == "yearly" else 4.0))
     amount_term = max(f.exact, 1.0 - min(1.0, f.spread))
     timing_term = f.regular * (1.0 - min(1.0, f.lateness / 4.0))
@@ -361,24 +392,15 @@ def _confidence(f: _Features) -> float:
     return float(np.clip(score * (1.0 - 0.5 * noise), 0.0, 1.0))
 
 
-def _assess(
-    period: _Period,
-    chain: np.ndarray,
-    days: np.ndarray,
-    amounts: np.ndarray,
-    dense: bool,
-    min_occurrences: int,
-) -> _Candidate | None:
-    """The chain as an accepted candidate, or None."""
-    f = _features(period, chain, days, amounts, dense)
-    if f is None or not _accept(f, min_occurrences):
-        return None
-    return _Candidate(period, chain, _confidence(f))
-
-
 def _search_group(days: np.ndarray, amounts: np.ndarray, min_occurrences: int) -> list[_Candidate]:
     """Every accepted series of one group (``days`` ascending, ``amounts`` absolute)."""
     n = len(days)
+    if n == YEARLY_MIN_OCCURRENCES:
+        # Only a yearly pair is possible: test the obvious before anything else.
+        lo, hi = PERIODS[-1].windows[0]
+        small, big = sorted(amounts.tolist())
+        if not lo <= days[1] - days[0] <= hi or big > small * _YEARLY_PAIR_RATIO:
+            return []
     free = np.ones(n, dtype=bool)
     found: list[_Candidate] = []
     log_amt = np.log(np.maximum(amounts, 1).astype(np.float64))
@@ -386,37 +408,93 @@ def _search_group(days: np.ndarray, amounts: np.ndarray, min_occurrences: int) -
         idx = np.flatnonzero(free)
         if len(idx) < YEARLY_MIN_OCCURRENCES:
             break
+        span = int(days[idx[-1]] - days[idx[0]])
         best: _Candidate | None = None
+        exact_groups: list[np.ndarray] | None = None
         for period in PERIODS:
             need = YEARLY_MIN_OCCURRENCES if period.name == "yearly" else min_occurrences
-            if len(idx) < need:
+            if len(idx) < need or span < (need - 1) * period.windows[0][0]:
                 continue
-            span = int(days[idx[-1]] - days[idx[0]])
-            if span < (need - 1) * period.windows[0][0]:
-                continue
-            subsets: list[np.ndarray]
             dense = len(idx) > _DENSE_PER_PERIOD * (span / period.days + 1)
-            if dense:
-                # Busy merchant: only a charge of one exact amount can stand out.
-                values, counts = np.unique(amounts[idx], return_counts=True)
-                subsets = [idx[amounts[idx] == v] for v in values[counts >= need].tolist()]
+            if dense or period.months == 0:
+                # Busy merchant: only a charge of one exact amount can stand out. Weekly-type
+                # series must have a fixed amount anyway, so they are searched the same way.
+                if exact_groups is None:
+                    _, inverse, counts = np.unique(
+                        amounts[idx], return_inverse=True, return_counts=True
+                    )
+                    exact_groups = [
+                        idx[inverse == k] for k in np.flatnonzero(counts >= _MIN_VARIABLE).tolist()
+                    ]
+                # Busy merchants hold no yearly series and none shorter than four payments
+                # (see _evaluate); weekly-type series need four payments anywhere.
+                if dense and period.name == "yearly":
+                    continue
+                least = max(need, _MIN_VARIABLE)
+                subsets = []
+                for g in exact_groups:
+                    if len(g) < least:
+                        continue
+                    g_span = int(days[g[-1]] - days[g[0]])
+                    # Too short, or itself too busy for a series to stand out in it.
+                    if g_span >= (least - 1) * period.windows[0][0] and len(
+                        g
+                    ) <= _DENSE_PER_PERIOD * (g_span / period.days + 1):
+                        subsets.append(g)
             else:
                 subsets = [idx]
             for sub in subsets:
-                pos = _best_chain(days[sub].tolist(), log_amt[sub].tolist(), period)
+                if (
+                    best is not None
+                    and len(best.rows)
+                    >= int(days[sub[-1]] - days[sub[0]]) // period.windows[0][0] + 1
+                ):
+                    continue  # cannot beat the series already found
+                pos = _best_chain(days[sub], log_amt[sub].tolist(), period)
                 if len(pos) < need:
                     continue
-                cand = _assess(period, sub[pos], days, amounts, dense, min_occurrences)
-                if cand is not None and (
-                    best is None
-                    or (len(cand.rows), cand.confidence) > (len(best.rows), best.confidence)
+                chain = sub[pos]
+                f = _evaluate(period, chain, days, amounts, free, dense, min_occurrences)
+                if f is None:
+                    continue
+                cand = _Candidate(period, chain, _confidence(f))
+                if best is None or (len(chain), cand.confidence) > (
+                    len(best.rows),
+                    best.confidence,
                 ):
                     best = cand
         if best is None:
             break
         found.append(best)
         free[best.rows] = False
-    return found
+    return _merge_split(found, days, amounts) if len(found) > 1 else found
+
+
+def _merge_split(
+    found: list[_Candidate], days: np.ndarray, amounts: np.ndarray
+) -> list[_Candidate]:
+    """Join fixed-amount series of one period that follow each other within two periods: one
+    series whose schedule moved (a standing order the day after a payday that changed)."""
+    found = sorted(found, key=lambda c: int(days[c.rows[0]]))
+    out = [found[0]]
+    for cand in found[1:]:
+        prev = out[-1]
+        gap = int(days[cand.rows[0]] - days[prev.rows[-1]])
+        if (
+            cand.period is prev.period
+            and 0 < gap <= prev.period.windows[-1][1]
+            and _mode(amounts[prev.rows]) == _mode(amounts[cand.rows])
+        ):
+            rows = np.concatenate([prev.rows, cand.rows])
+            out[-1] = _Candidate(prev.period, rows, max(prev.confidence, cand.confidence))
+        else:
+            out.append(cand)
+    return out
+
+
+def _mode(values: np.ndarray) -> int:
+    uniq, counts = np.unique(values, return_counts=True)
+    return int(uniq[int(np.argmax(counts))])
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,31 +515,55 @@ def _next_date(period: _Period, days: np.ndarray) -> date:
     Weekly-type series add the period. Calendar series (monthly, quarterly, yearly) keep their
     anchor, a day of month or the month's end (31 Jan, 28 Feb are followed by 31 Mar), counted
     from the anchor the last payment belonged to, so a payment moved across a month boundary
-    by a weekend is not repeated. A series never booked on a weekend is moved off one, in the
-    direction its past payments moved (back to Friday, or on to Monday)."""
+    by a weekend is not repeated. A series never booked on a weekend (four payments or more)
+    is moved off one, in the direction its past payments moved (back to Friday, or on to
+    Monday; month-end series move back when the past does not tell)."""
     last = date.fromordinal(int(days[-1]) + _EPOCH_ORDINAL)
     if period.months == 0:
         nxt = last + timedelta(days=round(period.days))
         back = False
     else:
-        dom, month_end = calendar_anchor(days)
+        dom, month_end = _calendar_anchor(days)
         off = _calendar_offsets(days, dom, month_end)
         anchor = last - timedelta(days=int(off[-1]))
         nxt = _month_anchor(anchor.year, anchor.month + period.months, dom, month_end)
-        back = int(np.count_nonzero(off < 0)) > int(np.count_nonzero(off > 0))
+        early, late = int(np.count_nonzero(off < 0)), int(np.count_nonzero(off > 0))
+        # With no evidence either way a month-end payment moves back (into its own month).
+        back = early > late or (early == late and month_end)
     weekdays = (days + 3) % 7  # 1970-01-01 was a Thursday (3)
     if len(days) >= 4 and not np.any(weekdays >= 5) and nxt.weekday() >= 5:
         nxt += timedelta(days=4 - nxt.weekday()) if back else timedelta(days=7 - nxt.weekday())
     return nxt
 
 
-def _next_amount(signed: list[int]) -> int:
-    """The last amount when the last two agree (fixed price, after a price change), else the
-    median of the last three (a variable bill's recent level)."""
+def _next_amount(signed: list[int], days: np.ndarray, next_day: int, period: _Period) -> int:
+    """Expected signed amount of the next payment.
+
+    The last amount when the last two agree (a fixed price, also after a price change). For a
+    variable monthly-or-shorter series with a year of history, the payment a year before the
+    next one, scaled by how the latest payment compares with its own a year earlier (a bill
+    that follows the seasons, with this year's tariff). Otherwise the median of the last three.
+    """
     if len(signed) < 2 or signed[-1] == signed[-2]:
         return signed[-1]
+    if period.days <= 31:
+        near = _nearest_member(days, next_day - 365, tolerance=10)
+        base = _nearest_member(days, int(days[-1]) - 365, tolerance=10)
+        if near is not None and base is not None and signed[base] != 0:
+            ratio = signed[-1] / signed[base]
+            if 0.5 <= ratio <= 2.0:
+                return round(signed[near] * ratio)
     recent = sorted(signed[-3:])
     return recent[len(recent) // 2]
+
+
+def _nearest_member(days: np.ndarray, day: int, tolerance: int) -> int | None:
+    k = int(np.argmin(np.abs(days - day)))
+    return k if abs(int(days[k]) - day) <= tolerance else None
+
+
+def _ordinal_day(day: date) -> int:
+    return day.toordinal() - _EPOCH_ORDINAL
 
 
 def _series_id(account_id: str, key: str, sign: int, period: str, extra: str = "") -> str:
@@ -505,6 +607,22 @@ class _Prepared:
     stops: np.ndarray
 
 
+def _utc_ns(column: pd.Series) -> np.ndarray:
+    """Timestamps as UTC ``datetime64[ns]`` (naive values are taken as UTC)."""
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        column = column.dt.tz_convert("UTC").dt.tz_localize(None)
+    elif not pd.api.types.is_datetime64_dtype(column.dtype):
+        column = pd.to_datetime(column, utc=True).dt.tz_localize(None)
+    return column.to_numpy(dtype="datetime64[ns]")
+
+
+def _codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and their texts; a missing value is the empty text (the last code)."""
+    codes, uniques = pd.factorize(column)
+    names = [v if isinstance(v, str) else str(v) for v in list(uniques)] + [""]
+    return np.where(codes < 0, len(names) - 1, codes), names
+
+
 def _prepare(txns: pd.DataFrame) -> _Prepared | None:
     missing = [c for c in _COLUMNS if c not in txns.columns]
     if missing:
@@ -513,41 +631,38 @@ def _prepare(txns: pd.DataFrame) -> _Prepared | None:
     keep = amounts_all != 0
     if not keep.any():
         return None
-    frame = txns.loc[keep] if not keep.all() else txns
+    frame = txns if keep.all() else txns.loc[keep]
     amounts = amounts_all[keep]
-    booked = pd.to_datetime(frame["booked_at"], utc=True).to_numpy(dtype="datetime64[ns]")
-    order_ns = booked.astype(np.int64)
+    booked = _utc_ns(frame["booked_at"])
     days = booked.astype("datetime64[D]").astype(np.int64)
-    merchant = frame["merchant"].to_numpy(dtype=object)
-    narration = frame["narration"].to_numpy(dtype=object)
-    codes, uniques = pd.factorize(
-        pd.Series(list(zip(merchant.tolist(), narration.tolist(), strict=True)), dtype=object)
+    # Names and keys are computed once per distinct merchant / narration text.
+    m_codes, m_names = _codes(frame["merchant"])
+    n_codes, n_names = _codes(frame["narration"])
+    m_names = [m if m.strip() else "" for m in m_names]
+    m_valid = np.asarray([bool(m) for m in m_names], dtype=bool)[m_codes]
+    raw_names = m_names + n_names
+    raw_codes = np.where(m_valid, m_codes, len(m_names) + n_codes)
+    key_of_raw, key_uniques = pd.factorize(
+        np.asarray([_key_of(name) for name in raw_names], dtype=object)
     )
-    raw_names: list[str] = []
-    raw_keys: list[str] = []
-    for m, n in uniques.tolist():
-        name = m if isinstance(m, str) and m.strip() else (n if isinstance(n, str) else "")
-        raw_names.append(name)
-        raw_keys.append(_key_of(name))
-    key_of_raw, key_uniques = pd.factorize(pd.Series(raw_keys, dtype=object))
-    key_codes = key_of_raw[codes]
-    acc_codes, acc_uniques = pd.factorize(frame["account_id"].astype(str))
-    cur_codes, cur_uniques = pd.factorize(frame["currency"].astype(str))
+    key_codes = key_of_raw[raw_codes]
+    acc_codes, acc_uniques = _codes(frame["account_id"])
+    cur_codes, cur_uniques = _codes(frame["currency"])
     group = (acc_codes.astype(np.int64) * len(cur_uniques) + cur_codes) * len(key_uniques)
     group = (group + key_codes) * 2 + (amounts > 0)
-    order = np.lexsort((order_ns, group))
+    order = np.lexsort((booked.astype(np.int64), group))
     bounds = np.flatnonzero(np.diff(group[order])) + 1
     return _Prepared(
         amounts=amounts,
         days=days,
-        txn_ids=frame["txn_id"].astype(str).to_numpy(),
+        txn_ids=frame["txn_id"].to_numpy(dtype=object),
         raw_names=raw_names,
-        raw_codes=codes,
+        raw_codes=raw_codes,
         keys=[str(k) for k in key_uniques],
         key_codes=key_codes,
-        accounts=[str(a) for a in acc_uniques],
+        accounts=acc_uniques,
         account_codes=acc_codes,
-        currencies=[str(c) for c in cur_uniques],
+        currencies=cur_uniques,
         currency_codes=cur_codes,
         order=order,
         starts=np.r_[0, bounds],
@@ -610,30 +725,33 @@ def _payment(
         amount_max_minor=int(values[-1]),
         last_date=date.fromordinal(int(member_days[-1]) + _EPOCH_ORDINAL),
         next_date=nxt,
-        next_amount_minor=int(_next_amount(signed)),
+        next_amount_minor=int(_next_amount(signed, member_days, _ordinal_day(nxt), cand.period)),
         occurrences=len(members),
-        txn_ids=tuple(prep.txn_ids[members].tolist()),
+        txn_ids=tuple(str(t) for t in prep.txn_ids[members].tolist()),
         confidence=round(cand.confidence, 4),
         active=(as_of - nxt).days <= cand.period.grace_days,
     )
 
 
 def _with_ids(results: list[RecurringPayment]) -> list[RecurringPayment]:
-    """Fill ``series_id``; series that share (account, key, sign, period) are told apart by
-    their typical amount, except the one with the most occurrences, which keeps the plain id."""
+    """Fill ``series_id``: blake2b of (account, merchant key, sign, period). Series that share
+    those are told apart by their typical amount (then their first transaction), except the
+    one with the most occurrences, which keeps the plain id."""
     ranked = sorted(results, key=lambda r: (-r.occurrences, r.txn_ids[0]))
     seen: set[tuple[str, str, str, str]] = set()
+    used: set[str] = set()
     out = []
     for r in ranked:
         base = (r.account_id, r.merchant_key, r.direction, r.period)
         sign = 1 if r.direction == "credit" else -1
         extra = "" if base not in seen else f"amount={r.amount_minor}"
         seen.add(base)
-        out.append(
-            replace(
-                r,
-                series_id=_series_id(r.account_id, r.merchant_key, sign, r.period, extra),
+        series_id = _series_id(r.account_id, r.merchant_key, sign, r.period, extra)
+        if series_id in used:
+            series_id = _series_id(
+                r.account_id, r.merchant_key, sign, r.period, f"{extra};first={r.txn_ids[0]}"
             )
-        )
+        used.add(series_id)
+        out.append(replace(r, series_id=series_id))
     out.sort(key=lambda r: (-r.confidence, r.account_id, r.merchant_key, r.txn_ids[0]))
     return out
