@@ -31,15 +31,23 @@ class Analytics:
         logging.getLogger("scale").setLevel(self.settings.log_level)
         self.service = AnalyticsService(self.settings, on_budget_change=self._budget_changed)
         self._monitor: Any = None
+        self._ensure_monitor()
+
+    def _ensure_monitor(self) -> Any:
+        """The one budget monitor of the cluster (named, detached; Ray restarts it)."""
+        if self._monitor is None:
+            from scale_ray.analytics.monitor_actor import ensure_budget_monitor
+
+            try:
+                self._monitor = ensure_budget_monitor(self.settings)
+            except Exception:
+                log.warning("could not start the budget monitor", exc_info=True)
+        return self._monitor
 
     def _budget_changed(self, user_id: str) -> None:
         """Ask the budget monitor to look at this user now (it also polls on its own)."""
         try:
-            if self._monitor is None:
-                from scale_ray.analytics.monitor_actor import ensure_budget_monitor
-
-                self._monitor = ensure_budget_monitor(self.settings)
-            self._monitor.evaluate_now.remote([user_id])
+            self._ensure_monitor().evaluate_now.remote([user_id])
         except Exception:  # the monitor's own polling catches up; never fail the write
             log.warning("could not notify the budget monitor", exc_info=True)
             self._monitor = None

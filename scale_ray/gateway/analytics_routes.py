@@ -15,6 +15,7 @@ from starlette.routing import Route
 from scale_ray.analytics import params as P
 from scale_ray.api_input import decode_json
 from scale_ray.errors import bad_request
+from scale_ray.gateway.notification_stream import stream_notifications
 
 
 def _ctx(request: Request) -> tuple[str, Any]:
@@ -477,4 +478,5 @@ ROUTES = [
     Route("/v1/budgets/{budget_id}", delete_budget, methods=["DELETE"]),
     Route("/v1/notifications", list_notifications, methods=["GET"]),
     Route("/v1/notifications/read", mark_read, methods=["POST"]),
+    Route("/v1/notifications/stream", stream_notifications, methods=["GET"]),
 ]

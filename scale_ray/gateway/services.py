@@ -63,6 +63,8 @@ class Services:
             from scale_ray.analytics.service import AnalyticsService
 
             analytics = LocalAnalyticsClient(AnalyticsService(settings))
+        from scale_ray.gateway.notification_stream import NotificationHub
+
         return cls(
             settings=settings,
             verifier=TokenVerifier(settings),
@@ -70,4 +72,6 @@ class Services:
             writer=LedgerWriterClient(settings),
             journal=ImportJournal(settings),
             analytics=analytics,
+            # Streams end before Serve's 120 s request timeout; clients resume by Last-Event-ID.
+            hub=NotificationHub(settings, max_stream_s=100),
         )

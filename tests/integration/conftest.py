@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -55,3 +56,9 @@ def app(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     serve.run(build_app(AppArgs()), name="scale", route_prefix="/")
     yield App(settings=settings, url=f"http://127.0.0.1:{port}")
     serve.shutdown()
+    import ray
+
+    from scale_ray.analytics.monitor_actor import MONITOR_NAME
+
+    with contextlib.suppress(ValueError):  # detached: it would outlive the session's app
+        ray.kill(ray.get_actor(MONITOR_NAME, namespace=settings.ray_namespace), no_restart=True)

@@ -195,3 +195,79 @@ def test_openapi_lists_analytics_routes(app: App) -> None:
         "/v1/recurring",
     ):
         assert path in paths
+
+
+def test_budget_notifications_exactly_once_and_streamed(app: App) -> None:
+    """Real gateway, Analytics deployment and budget-monitor actor; SSE over loopback."""
+    import json
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    user = f"carol-{uuid.uuid4().hex[:6]}"
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def spend(txn_id: str, minor: int) -> None:
+        with app.client(user) as c:
+            r = c.post(
+                "/v1/transactions",
+                json={"transactions": [{
+                    "txn_id": txn_id, "amount_minor": -minor, "currency": "GBP",
+                    "booked_at": now.isoformat().replace("+00:00", "Z"),
+                    "narration": "TESCO STORES 1", "category_hint": "groceries",
+                }]},
+            )  # fmt: skip
+            assert r.status_code == 201, r.text
+
+    def notifications() -> list[dict[str, Any]]:
+        with app.client(user) as c:
+            return c.get("/v1/notifications").json()["data"]
+
+    def wait_for(n: int) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = notifications()
+            if len(found) >= n:
+                return found
+            time.sleep(0.3)
+        raise AssertionError(f"expected {n} notifications, got {notifications()}")
+
+    spend("c1", 5000)
+    with app.client(user) as c:
+        r = c.post("/v1/budgets", json={"category": "Food & drink", "limit": "100.00"})
+        assert r.status_code == 201, r.text
+        assert r.json()["current"]["percent"] == 50.0
+    spend("c2", 3500)  # 85 %
+    (first,) = wait_for(1)
+    assert first["data"]["threshold"] == 80 and first["read"] is False
+
+    events: list[dict[str, Any]] = []
+    token = app.client(user).headers["Authorization"].split()[1]
+
+    def listen() -> None:
+        import httpx
+
+        url = f"{app.url}/v1/notifications/stream"
+        params = {"access_token": token, "last_event_id": first["id"]}
+        with httpx.stream("GET", url, params=params, timeout=60) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(1.0)
+    spend("c3", 2000)  # 105 %
+    found = wait_for(2)
+    listener.join(timeout=30)
+    assert [e["data"]["threshold"] for e in events] == [100]
+    spend("c4", 100)
+    time.sleep(2.0)  # the monitor polls every 0.5 s: nothing new may appear
+    assert sorted(n["data"]["threshold"] for n in notifications()) == [80, 100]
+    assert len({n["id"] for n in found}) == 2
+    with app.client(user) as c:
+        assert c.post("/v1/notifications/read", json={"all": True}).json()["unread"] == 0
+    with app.client("somebody-else") as c:
+        assert c.get("/v1/notifications").json()["data"] == []
