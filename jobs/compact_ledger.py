@@ -1,4 +1,4 @@
-"""Compact the ledger: optimize (z-order by user_id, booked_at), checkpoint, vacuum.
+"""Compact the ledger: optimize (cluster by user_id, small row groups), checkpoint, vacuum.
 
 Run on a cluster with::
 
@@ -25,7 +25,11 @@ log = logging.getLogger("scale.jobs.compact")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", nargs="+", default=["transactions", "accounts", "imports"])
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        default=["transactions", "accounts", "user_state", "notifications", "flags", "imports"],
+    )
     parser.add_argument("--retention-hours", type=int, default=168, help="vacuum retention")
     parser.add_argument("--local", action="store_true", help="run in this process, no Ray")
     args = parser.parse_args(argv)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from deltalake import DeltaTable
+from deltalake import DeltaTable, WriterProperties
 
 from scale_ray.ledger.delta import open_table
 from scale_ray.ledger.schema import PARTITIONS
@@ -13,11 +13,24 @@ from scale_ray.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: z-order columns per table; tables not listed are only bin-packed.
+#: Clustering columns per table; tables not listed are only bin-packed.
+#:
+#: Every dashboard read is one user's rows of one bucket. Measured on 10 M rows / 20 k users
+#: (benchmarks/README.md, "Analytics"): z-order by (user_id, booked_at) interleaves the bits
+#: of both columns, so one user's rows still spread over the whole bucket file and a cold read
+#: scans all of it (50-90 ms); ordering by user_id alone, with small row groups, lets Parquet
+#: row-group statistics skip all but one or two groups.
 ZORDER: dict[str, list[str]] = {
-    "transactions": ["user_id", "booked_at"],
+    "transactions": ["user_id"],
     "accounts": ["user_id"],
+    "user_state": ["user_id"],
+    "notifications": ["user_id"],
+    "flags": ["user_id"],
 }
+
+#: Rows per Parquet row group after optimize: small enough for per-user pruning, large enough
+#: for analysts' full scans (DuckDB reads row groups in parallel).
+ROW_GROUP_ROWS = 16_384
 
 
 def optimize_partition(settings: Settings, name: str, bucket: int | None) -> dict[str, Any]:
@@ -25,10 +38,13 @@ def optimize_partition(settings: Settings, name: str, bucket: int | None) -> dic
     table = DeltaTable(settings.table_uri(name))
     filters = [("user_bucket", "=", str(bucket))] if bucket is not None else None
     columns = ZORDER.get(name)
+    props = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
     if columns:
-        metrics = table.optimize.z_order(columns, partition_filters=filters)
+        metrics = table.optimize.z_order(
+            columns, partition_filters=filters, writer_properties=props
+        )
     else:
-        metrics = table.optimize.compact(partition_filters=filters)
+        metrics = table.optimize.compact(partition_filters=filters, writer_properties=props)
     return {
         "bucket": bucket,
         "files_added": metrics.get("numFilesAdded", 0),
