@@ -8,10 +8,12 @@ dashboard and a notebook can never disagree about a category.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from scale_ray.taxonomy import HINT_PATHS, UNCATEGORIZED
 
@@ -38,6 +40,7 @@ def merchant_key(text: str | None) -> str:
     return _SPACES.sub(" ", _NOT_KEY.sub(" ", lowered)).strip()
 
 
+@functools.cache
 def hints_table() -> pa.Table:
     return pa.table(
         {"hint": list(HINT_PATHS), "path": list(HINT_PATHS.values())},
@@ -103,3 +106,66 @@ def rule_rank_sql(state: str = "rules_current") -> str:
                               length(pattern) DESC, seq DESC) AS rank
     FROM {state}
     """
+
+
+def categorize_table(
+    raw: pa.Table,
+    corrections: dict[str, str],
+    rules: list[tuple[str, str, str]],
+) -> pa.Table:
+    """The same resolution as :func:`categorized_sql`, vectorized with Arrow for one user.
+
+    ``rules`` are ``(pattern, match, category)`` best first. The dashboard categorizes a user's
+    rows on every cold read; DuckDB spends ~12 ms planning and running the SQL on 500 rows,
+    Arrow compute about 1 ms. ``tests/ledger/test_duck.py`` holds the two to the same answers.
+    """
+    n = raw.num_rows
+    text = pc.coalesce(raw.column("merchant"), raw.column("narration"))
+    key = pc.replace_substring_regex(pc.utf8_lower(text), "['’]", "")
+    key = pc.replace_substring_regex(key, r"[^\pL& ]+", " ")
+    key = pc.utf8_trim(pc.replace_substring_regex(key, " +", " "), " ")
+    name = pc.utf8_trim(text, " ")
+    offset = pc.multiply(raw.column("booked_offset_min").cast(pa.int64()), 60_000_000)
+    local_at = pc.add(
+        raw.column("booked_at").cast(pa.timestamp("us")), offset.cast(pa.duration("us"))
+    )
+    hints = hints_table()
+    hint_keys, hint_paths = hints.column("hint"), hints.column("path")
+    hint = pc.take(
+        hint_paths.combine_chunks(),
+        pc.index_in(
+            pc.utf8_lower(pc.utf8_trim(raw.column("category_hint"), " ")),
+            value_set=hint_keys.combine_chunks(),
+        ),
+    )
+    rule_cat = pa.nulls(n, pa.string())
+    for pattern, match, category in reversed(rules):  # the best rule is applied last
+        hit = pc.equal(key, pattern) if match == "exact" else pc.match_substring(key, pattern)
+        rule_cat = pc.if_else(pc.fill_null(hit, False), category, rule_cat)
+    if corrections:
+        ids = pa.array(list(corrections), pa.string())
+        corr = pc.take(
+            pa.array(list(corrections.values()), pa.string()),
+            pc.index_in(raw.column("txn_id"), value_set=ids),
+        )
+    else:
+        corr = pa.nulls(n, pa.string())
+    category = pc.coalesce(corr, rule_cat, hint, pa.scalar(UNCATEGORIZED))
+    source = pc.if_else(
+        pc.is_valid(corr),
+        "correction",
+        pc.if_else(
+            pc.is_valid(rule_cat),
+            "rule",
+            pc.if_else(pc.is_valid(hint), "source", "none"),
+        ),
+    )
+    out = (
+        raw.append_column("merchant_key", key)
+        .append_column("merchant_name", name)
+        .append_column("local_at", local_at)
+        .append_column("category", category)
+        .append_column("category_source", source)
+    )
+    order = pc.sort_indices(out, sort_keys=[("booked_at", "ascending"), ("txn_id", "ascending")])
+    return out.take(order)

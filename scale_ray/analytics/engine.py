@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from deltalake.exceptions import DeltaError
 
 from scale_ray.analytics.budgets import BudgetStatus, period_range
-from scale_ray.analytics.categorize import categorized_sql, hints_table, merchant_key
+from scale_ray.analytics.categorize import categorize_table, merchant_key
 from scale_ray.analytics.params import (
     CashflowQuery,
     CategoriesQuery,
@@ -59,19 +59,6 @@ GROUP_SQL: dict[str, str] = {
     "year": "year(local_at)",
     "month": "strftime(local_at, '%Y-%m')",
 }
-
-_CORR_SCHEMA = pa.schema(
-    [("user_id", pa.string()), ("txn_id", pa.string()), ("category", pa.string())]
-)
-_RULE_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("pattern", pa.string()),
-        ("match", pa.string()),
-        ("category", pa.string()),
-        ("rank", pa.int64()),
-    ]
-)
 
 
 class UnknownVersion(ValueError):
@@ -147,7 +134,6 @@ class AnalyticsEngine:
         self.flags_table = SnapshotCache(settings, "flags")
         self.notifications_table = SnapshotCache(settings, "notifications")
         self.state = UserStateStore(settings)
-        self._hints = hints_table()
         # Per-user tables are small: one thread per query beats DuckDB's scheduling overhead;
         # concurrency comes from concurrent requests.
         self._db = duckdb.connect(config={"threads": 1, **DUCKDB_CONFIG})
@@ -250,32 +236,14 @@ class AnalyticsEngine:
         return view
 
     def _categorize(self, user_id: str, raw: pa.Table, state: StateSnapshot) -> pa.Table:
-        corrections = pa.Table.from_pylist(
-            [
-                {"user_id": user_id, "txn_id": r["key"], "category": r["category"]}
-                for r in state.of("correction")
-            ],
-            schema=_CORR_SCHEMA,
-        )
+        corrections = {r["key"]: r["category"] for r in state.of("correction")}
         rules = sorted(
             state.of("rule"),
             key=lambda r: (r["match"] != "exact", -len(r["pattern"]), -r["seq"]),
         )
-        rule_table = pa.Table.from_pylist(
-            [
-                {
-                    "user_id": user_id,
-                    "pattern": r["pattern"],
-                    "match": r["match"],
-                    "category": r["category"],
-                    "rank": i,
-                }
-                for i, r in enumerate(rules)
-            ],
-            schema=_RULE_SCHEMA,
+        return categorize_table(
+            raw, corrections, [(r["pattern"], r["match"], r["category"]) for r in rules]
         )
-        sql = categorized_sql() + " ORDER BY b.booked_at, b.txn_id"
-        return self._arrow(sql, [], t=raw, corr=corrections, rules=rule_table, hints=self._hints)
 
     # -- shared pieces -------------------------------------------------------------------
 
