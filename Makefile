@@ -45,6 +45,9 @@ format: setup
 bench-ingest: setup
 	$(BIN)/python benchmarks/ingest.py
 
+bench-analytics: setup
+	$(BIN)/python benchmarks/analytics.py
+
 compact: setup
 	$(BIN)/python jobs/compact_ledger.py
 
