@@ -38,7 +38,7 @@ def optimize_partition(settings: Settings, name: str, bucket: int | None) -> dic
     table = DeltaTable(settings.table_uri(name))
     filters = [("user_bucket", "=", str(bucket))] if bucket is not None else None
     columns = ZORDER.get(name)
-    props = WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
+    props = WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="ZSTD")
     if columns:
         metrics = table.optimize.z_order(
             columns, partition_filters=filters, writer_properties=props
