@@ -38,10 +38,11 @@ from scale_ray.analytics.params import (
     today_utc,
 )
 from scale_ray.analytics.state import DUCKDB_CONFIG, StateSnapshot, UserStateStore
-from scale_ray.errors import ApiError, bad_request
+from scale_ray.errors import bad_request
 from scale_ray.ledger.delta import SnapshotCache
 from scale_ray.ledger.keys import user_bucket
-from scale_ray.money import exponent, from_minor
+from scale_ray.ledger.reader import UnknownVersion
+from scale_ray.money import from_minor
 from scale_ray.settings import Settings
 from scale_ray.taxonomy import SEPARATOR, TRANSFERS, all_paths
 
@@ -59,10 +60,6 @@ GROUP_SQL: dict[str, str] = {
     "year": "year(local_at)",
     "month": "strftime(local_at, '%Y-%m')",
 }
-
-
-class UnknownVersion(ValueError):
-    """A snapshot version the table does not have."""
 
 
 def money(minor: int, currency: str) -> dict[str, Any]:
@@ -514,7 +511,7 @@ class AnalyticsEngine:
         rows = self._sql(
             f"SELECT {select} FROM c WHERE {' AND '.join(where)} {group}", params, c=view.table
         )
-        periods = _period_counter(q) if q.measure == "average_per_period" else None
+        periods = _Periods(q) if q.measure == "average_per_period" else None
         out = []
         if not q.group_by and not rows:
             rows = [{"total": 0, "n": 0}]
@@ -867,53 +864,56 @@ def _recurring_json(r: Any) -> dict[str, Any]:
     }
 
 
-def _period_counter(q: CompareQuery) -> Any:
+def _day_attr(day: date, name: str) -> Any:
+    """A calendar group key of ``day`` (the compare endpoint's time groups)."""
+    if name == "weekday":
+        return day.weekday()
+    if name == "day_of_month":
+        return day.day
+    if name == "month_of_year":
+        return day.month
+    if name == "year":
+        return day.year
+    return day.strftime("%Y-%m")
+
+
+class _Periods:
     """How many ``q.per`` periods of the range (respecting the weekday filter) fall in a group."""
-    days = []
-    d = q.range.start
-    while d < q.range.end:
-        if not q.weekdays or d.weekday() in q.weekdays:
-            days.append(d)
-        d += timedelta(days=1)
 
-    def attr(day: date, name: str) -> Any:
-        return {
-            "weekday": day.weekday(),
-            "day_of_month": day.day,
-            "month_of_year": day.month,
-            "year": day.year,
-            "month": day.strftime("%Y-%m"),
-        }[name]
+    def __init__(self, q: CompareQuery) -> None:
+        self.per = q.per
+        span = (q.range.end - q.range.start).days
+        every = (q.range.start + timedelta(days=i) for i in range(span))
+        self.days = [d for d in every if not q.weekdays or d.weekday() in q.weekdays]
+        self._counts: dict[tuple[Any, ...], int] = {}
 
-    def period_id(day: date) -> Any:
-        if q.per == "day":
+    def _period_id(self, day: date) -> Any:
+        if self.per == "day":
             return day
-        if q.per == "week":
+        if self.per == "week":
             return day.isocalendar()[:2]
-        if q.per == "month":
+        if self.per == "month":
             return (day.year, day.month)
         return day.year
 
-    cache: dict[tuple[Any, ...], int] = {}
-
-    def count(group: dict[str, Any]) -> int:
-        time_keys = tuple((g, v) for g, v in group.items() if g in _TIME_KEYS)
-        if time_keys not in cache:
-            cache[time_keys] = len(
-                {period_id(day) for day in days if all(attr(day, g) == v for g, v in time_keys)}
+    def __call__(self, group: dict[str, Any]) -> int:
+        keys = tuple((g, v) for g, v in group.items() if g in _TIME_KEYS)
+        if keys not in self._counts:
+            self._counts[keys] = len(
+                {
+                    self._period_id(day)
+                    for day in self.days
+                    if all(_day_attr(day, g) == v for g, v in keys)
+                }
             )
-        return cache[time_keys]
-
-    count.days = days  # type: ignore[attr-defined]
-    count.attr = attr  # type: ignore[attr-defined]
-    return count
+        return self._counts[keys]
 
 
 _TIME_KEYS = {"weekday", "day_of_month", "month_of_year", "year", "month"}
 
 
 def _empty_period_groups(
-    q: CompareQuery, found: list[dict[str, Any]], cur: str, periods: Any
+    q: CompareQuery, found: list[dict[str, Any]], cur: str, periods: _Periods
 ) -> list[dict[str, Any]]:
     """Zero rows for calendar groups that had periods but no transactions (e.g. a quiet Friday)."""
     if any(g not in _TIME_KEYS for g in q.group_by):
@@ -926,7 +926,7 @@ def _empty_period_groups(
         for it in found
     }
     extra = []
-    combos = {tuple(periods.attr(day, g) for g in q.group_by) for day in periods.days}
+    combos = {tuple(_day_attr(day, g) for g in q.group_by) for day in periods.days}
     for combo in sorted(combos, key=str):
         if combo in seen:
             continue
@@ -954,4 +954,4 @@ def _value_sort(value: Any) -> int:
 
 _SHIPPED = set(all_paths())
 
-__all__ = ["AnalyticsEngine", "ApiError", "UnknownVersion", "UserView", "exponent"]
+__all__ = ["AnalyticsEngine", "UnknownVersion", "UserView"]

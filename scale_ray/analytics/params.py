@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from scale_ray.errors import ApiError, bad_request
+from scale_ray.errors import bad_request
 from scale_ray.money import MoneyError, normalize_currency, to_minor
 from scale_ray.taxonomy import CategoryError, normalize_path
 
@@ -263,6 +263,8 @@ class Params:
         if value < 0:
             raise bad_request(f"query parameter {name} is a magnitude and must be >= 0")
         try:
+            # Without a currency filter the bound is read with two decimals ("XXX" is ISO
+            # 4217's "no currency", exponent 2), as GET /v1/transactions does.
             return to_minor(value, currency or "XXX")
         except MoneyError as exc:
             raise bad_request(f"query parameter {name}: {exc}") from exc
@@ -441,7 +443,6 @@ def parse_compare(
 _NON_TIME = {"category", "category_group", "merchant", "account"}
 
 __all__ = [
-    "ApiError",
     "CashflowQuery",
     "CategoriesQuery",
     "Common",

@@ -5,7 +5,8 @@ user's rows; bad input raises :class:`ApiError` (a 4xx with a message naming the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -67,11 +68,18 @@ class AnalyticsService:
         self.on_budget_change = on_budget_change
         self.clock = clock
 
-    def _wrap(self, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    @staticmethod
+    @contextmanager
+    def _snapshot_errors() -> Iterator[None]:
+        """An unknown ``?version=`` is the client's mistake: 400, not 500."""
         try:
-            return fn(*args)
+            yield
         except UnknownVersion as exc:
             raise bad_request(str(exc), code="unknown_version") from exc
+
+    def _wrap(self, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        with self._snapshot_errors():
+            return fn(*args)
 
     # -- analytics -----------------------------------------------------------------------
 
@@ -203,7 +211,8 @@ class AnalyticsService:
         """``{txn_id: [category, source]}`` for a page of the transaction listing."""
         if not txn_ids:
             return {}
-        view = self._wrap(lambda: {"view": self.engine.view(user_id, version)})["view"]
+        with self._snapshot_errors():
+            view = self.engine.view(user_id, version)
         rows = self.engine._sql(
             "SELECT txn_id, category, category_source FROM c WHERE list_contains(?, txn_id)",
             [txn_ids],
