@@ -1,0 +1,1 @@
+"""Models: the HypCD categorizer, the anomaly scorer, the forecaster, and their registry."""
