@@ -85,6 +85,8 @@ class InferenceConfig:
     unknown_threshold: float = 0.0
     #: Fraction of held-out training merchants that calibration may call unknown.
     unknown_rate: float = 0.05
+    #: A merchant seen in training keeps this share of its own label distribution.
+    exact_weight: float = 0.8
 
 
 def _group_of(path: str) -> str:
@@ -153,6 +155,7 @@ class HypCDCategorizer:
         self.class_groups = np.array([self.groups.index(_group_of(c)) for c in classes])
         self.names = dict(names or {})
         self.memory_keys = memory_keys
+        self._memory_index = {k: i for i, k in enumerate(memory_keys)}
         self.memory_points = torch.from_numpy(np.ascontiguousarray(memory_points, np.float32))
         counts = np.asarray(memory_counts, np.float32)
         self.memory_dist = torch.from_numpy(counts / counts.sum(1, keepdims=True).clip(1e-9))
@@ -200,6 +203,24 @@ class HypCDCategorizer:
         votes = votes / votes.sum(1, keepdim=True).clamp_min(1e-9)
         return (cfg.memory_weight * votes + (1 - cfg.memory_weight) * proto).numpy()
 
+    def key_probabilities(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, ball points) of normalized merchants.
+
+        A merchant seen in training is its own nearest neighbour; its own label distribution
+        then gets ``exact_weight`` so that near neighbours cannot outvote what it actually was.
+        """
+        points = self.ball_points(keys)
+        probs = self.probabilities(points)
+        w = self.inference.exact_weight
+        if w > 0:
+            rows = [
+                (i, self._memory_index[k]) for i, k in enumerate(keys) if k in self._memory_index
+            ]
+            if rows:
+                at, mem = np.array(rows).T
+                probs[at] = w * self.memory_dist.numpy()[mem] + (1 - w) * probs[at]
+        return probs, points
+
     def _score_keys(self, keys: list[str]) -> dict[str, tuple[np.ndarray, int, float]]:
         """Top-3 classes, best class and confidence per unique key (cached per model)."""
         out: dict[str, tuple[np.ndarray, int, float]] = {}
@@ -212,7 +233,7 @@ class HypCDCategorizer:
                 else:
                     out[key] = hit
         if missing:
-            probs = self.probabilities(self.ball_points(missing))
+            probs, _ = self.key_probabilities(missing)
             best = probs.argmax(1)
             with self._lock:
                 for i, key in enumerate(missing):
@@ -474,4 +495,5 @@ def calibrate_unknown(
         memory_weight=inference.memory_weight,
         unknown_threshold=threshold,
         unknown_rate=rate,
+        exact_weight=inference.exact_weight,
     )

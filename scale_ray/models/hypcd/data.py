@@ -26,6 +26,7 @@ _MERCHANT = "MERCHANT NAME"
 _CODE = "TRANS CAC CODE 1"
 _CODE_NAME = "TRANS CAC DESC 1"
 _DATE = "TRANS DATE"
+_CARD = "CARD NUMBER"
 _AMOUNT_COLUMNS = (
     ("BILLING GROSS AMT", "BILLING CUR CODE"),
     ("ORIGINAL GROSS AMT", "ORIGINAL CUR"),
@@ -45,6 +46,8 @@ class LabelledRows:
     amounts_minor: list[int | None]
     #: Rows read but left out for an empty text or label.
     skipped: int = 0
+    #: Who made each transaction (Birmingham: the masked card, one spender), for user memory.
+    users: list[str] | None = None
 
     def __post_init__(self) -> None:
         sizes = {
@@ -54,6 +57,8 @@ class LabelledRows:
             len(self.dates),
             len(self.amounts_minor),
         }
+        if self.users is not None:
+            sizes.add(len(self.users))
         if len(sizes) != 1:
             raise ValueError("LabelledRows lists must all have the same length")
 
@@ -73,6 +78,7 @@ class LabelledRows:
             dates=[self.dates[i] for i in idx],
             amounts_minor=[self.amounts_minor[i] for i in idx],
             skipped=self.skipped,
+            users=None if self.users is None else [self.users[i] for i in idx],
         )
 
     def paths(self) -> list[str]:
@@ -174,6 +180,7 @@ def read_birmingham(
     names: dict[str, str] = {}
     dates: list[date | None] = []
     amounts: list[int | None] = []
+    users: list[str] = []
     skipped = 0
     for path in _csv_files(paths):
         header, rows = _read_table(path)
@@ -183,6 +190,7 @@ def read_birmingham(
             return header.index(name) if name in header else None
 
         name_i, date_i = optional(_CODE_NAME), optional(_DATE)
+        card_i = optional(_CARD)
         amount_cols = [(optional(a), optional(c)) for a, c in _AMOUNT_COLUMNS]
         for row in rows:
             merchant, code = _cell(row, merchant_i), _cell(row, code_i).upper()
@@ -206,7 +214,8 @@ def read_birmingham(
                 names[code] = _cell(row, name_i) or code
             dates.append(when)
             amounts.append(amount)
-    return LabelledRows(texts, labels, parents, names, dates, amounts, skipped=skipped)
+            users.append(_cell(row, card_i))
+    return LabelledRows(texts, labels, parents, names, dates, amounts, skipped=skipped, users=users)
 
 
 def read_labelled_csv(
