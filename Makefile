@@ -53,3 +53,7 @@ compact: setup
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+.PHONY: bench-categorize
+bench-categorize: setup
+	$(BIN)/python benchmarks/categorize.py

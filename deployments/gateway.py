@@ -24,11 +24,16 @@ class Gateway:
     """Builds the Starlette app once per replica, with its own reader and writer client."""
 
     def __init__(
-        self, settings_env: dict[str, str] | None = None, analytics: DeploymentHandle | None = None
+        self,
+        settings_env: dict[str, str] | None = None,
+        analytics: DeploymentHandle | None = None,
+        categorizer: DeploymentHandle | None = None,
     ) -> None:
         self.settings = Settings.from_env(settings_env) if settings_env else Settings.from_env()
         logging.getLogger("scale").setLevel(self.settings.log_level)
-        self.services = Services.create(self.settings, analytics_handle=analytics)
+        self.services = Services.create(
+            self.settings, analytics_handle=analytics, categorizer_handle=categorizer
+        )
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_app(self.services)

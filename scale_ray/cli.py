@@ -81,6 +81,10 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             ),
             settings,
         )  # fmt: skip
+    from scale_ray.models.hypcd.training_data import ensure_categorizer
+
+    print("categorizer: checking the model registry (the first run trains one) ...", flush=True)
+    print(f"categorizer version {ensure_categorizer(settings)}", flush=True)
     env = _ray_env()
     env.update(settings.as_env())
     ray_bin = str(Path(sys.executable).with_name("ray"))
@@ -88,6 +92,9 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     running = subprocess.run([ray_bin, "status"], env=env, capture_output=True).returncode == 0
     if not running:
         cmd = [ray_bin, "start", "--head", "--disable-usage-stats", "--include-dashboard=false"]
+        # Logical CPUs for scheduling: every deployment reserves a fraction, and on a 2-core
+        # laptop the model deployments would otherwise leave no whole CPU for import tasks.
+        cmd.append(f"--num-cpus={max(4, os.cpu_count() or 1)}")
         if not _has_gpu():
             cmd.append("--num-gpus=1")  # one logical GPU so the fractional-GPU config schedules
         subprocess.run(cmd, env=env, check=True)

@@ -253,5 +253,5 @@ def start_import(
     """Launch the import as a Ray task; returns its ObjectRef."""
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(run_import_task)
+    task = ray.remote(num_cpus=0.5, max_retries=2, retry_exceptions=False)(run_import_task)
     return task.remote(settings.as_env(), asdict(status), raw_uri, asdict(options))

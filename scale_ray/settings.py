@@ -67,6 +67,10 @@ class Settings:
     #: Path of ``../shared/data`` for demo tenants and evaluations.
     shared_data: str = field(default="")
     log_level: str = "INFO"
+    #: What the first categorizer trains on when the registry has none: ``default`` (taxonomy
+    #: descriptions, real merchants, built-in rows, users' labels) or ``builtin`` (the built-in
+    #: rows only: seconds instead of minutes, for tests).
+    categorizer_bootstrap: str = "default"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

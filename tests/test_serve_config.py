@@ -34,3 +34,30 @@ def test_builders_accept_the_config_args() -> None:
         builder = getattr(importlib.import_module(module), attr)
         built = call_user_app_builder_with_args_if_necessary(builder, app.get("args", {}))
         assert isinstance(built, Application)
+
+
+def test_config_names_exactly_the_deployments_the_app_builds() -> None:
+    """A YAML entry for a deployment the builder does not make is rejected by Serve at deploy."""
+    from ray.serve._private.build_app import build_app
+
+    from deployments.app import build_app as build_scale
+
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    (scale,) = [a for a in config["applications"] if a["name"] == "scale"]
+    built = build_app(build_scale(scale.get("args", {})), name="scale")
+    assert {d.name for d in built.deployments} == {d["name"] for d in scale["deployments"]}
+    assert built.ingress_deployment_name == "Gateway"
+
+
+def test_categorizer_takes_a_fifth_of_a_gpu_and_a_model_version() -> None:
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    (scale,) = [a for a in config["applications"] if a["name"] == "scale"]
+    entry = {d["name"]: d for d in scale["deployments"]}["Categorizer"]
+    assert entry["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.2}
+    assert entry["user_config"] == {"model_version": "live"}
+    scaling = entry["autoscaling_config"]
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (1, 4)
+    assert scaling["target_ongoing_requests"] > 0
+    from deployments.categorizer import parse_user_config
+
+    assert parse_user_config(entry["user_config"]) == ("live", 30.0)

@@ -15,6 +15,12 @@ from starlette.routing import Route
 from scale_ray.analytics import params as P
 from scale_ray.api_input import decode_json
 from scale_ray.errors import bad_request
+from scale_ray.gateway.categorize_routes import (
+    forget_label,
+    remember_label,
+    rule_pattern,
+    transaction_text,
+)
 from scale_ray.gateway.notification_stream import stream_notifications
 
 
@@ -254,6 +260,7 @@ async def create_rule(request: Request) -> Response:
     """
     body = decode_json(await request.body())
     status, rule = await _call(request, "create_rule", body)
+    await remember_label(request, _ctx(request)[0], rule["pattern"], rule["category"])
     return JSONResponse(rule, status_code=status)
 
 
@@ -268,7 +275,10 @@ async def delete_rule(request: Request) -> Response:
       401: {description: Missing, forged or expired token.}
       404: {description: No such rule.}
     """
+    user_id = _ctx(request)[0]
+    pattern = await rule_pattern(request, user_id, request.path_params["rule_id"])
     await _call(request, "delete_rule", request.path_params["rule_id"])
+    await forget_label(request, user_id, pattern)
     return Response(status_code=204)
 
 
@@ -307,7 +317,12 @@ async def put_txn_category(request: Request) -> Response:
       422: {description: Invalid category.}
     """
     body = decode_json(await request.body())
-    return JSONResponse(await _call(request, "put_correction", request.path_params["txn_id"], body))
+    txn_id = request.path_params["txn_id"]
+    out = await _call(request, "put_correction", txn_id, body)
+    user_id = _ctx(request)[0]
+    text = await transaction_text(request, user_id, txn_id)
+    await remember_label(request, user_id, text, out.get("category"))
+    return JSONResponse(out)
 
 
 async def delete_txn_category(request: Request) -> Response:
@@ -320,7 +335,11 @@ async def delete_txn_category(request: Request) -> Response:
       200: {description: The transaction's category now.}
       404: {description: No such transaction.}
     """
-    return JSONResponse(await _call(request, "delete_correction", request.path_params["txn_id"]))
+    txn_id = request.path_params["txn_id"]
+    out = await _call(request, "delete_correction", txn_id)
+    user_id = _ctx(request)[0]
+    await forget_label(request, user_id, await transaction_text(request, user_id, txn_id))
+    return JSONResponse(out)
 
 
 # -- budgets ----------------------------------------------------------------------------------

@@ -640,9 +640,10 @@ def create_app(services: Services) -> Any:
     """The ASGI app: Starlette routes wrapped in request-id and body-limit middleware."""
     settings = services.settings
     from scale_ray.gateway.analytics_routes import ROUTES as ANALYTICS_ROUTES
+    from scale_ray.gateway.categorize_routes import ROUTES as CATEGORIZE_ROUTES
 
     app = Starlette(
-        routes=ROUTES + ANALYTICS_ROUTES,
+        routes=ROUTES + ANALYTICS_ROUTES + CATEGORIZE_ROUTES,
         middleware=[
             Middleware(
                 CORSMiddleware,

@@ -43,6 +43,8 @@ class Services:
     launch_import: Any = start_import
     #: ``call(method, user_id, *args)`` on the Analytics deployment (or in process).
     analytics: Any = None
+    #: ``categorize``, ``remember``, ``forget`` on the Categorizer deployment (None: none).
+    categorizer: Any = None
     #: Server-Sent Events fan-out of notifications (created lazily, one per replica).
     hub: Any = None
     #: "Today" for date defaults (a function, so tests can pin it).
@@ -51,9 +53,13 @@ class Services:
     known_accounts: BoundedSet = field(default_factory=lambda: BoundedSet(200_000))
 
     @classmethod
-    def create(cls, settings: Settings, analytics_handle: Any = None) -> Services:
-        """Services of one gateway replica; without a handle, analytics run in process."""
+    def create(
+        cls, settings: Settings, analytics_handle: Any = None, categorizer_handle: Any = None
+    ) -> Services:
+        """Services of one gateway replica; without a handle, analytics run in process (and
+        without a categorizer handle, ``/v1/categorize`` answers 503)."""
         from scale_ray.gateway.analytics_client import AnalyticsClient, LocalAnalyticsClient
+        from scale_ray.gateway.categorize_routes import CategorizerClient
         from scale_ray.ledger.writer_client import LedgerWriterClient
 
         ensure_tables(settings)
@@ -72,6 +78,7 @@ class Services:
             writer=LedgerWriterClient(settings),
             journal=ImportJournal(settings),
             analytics=analytics,
+            categorizer=CategorizerClient(categorizer_handle) if categorizer_handle else None,
             # Streams end before Serve's 120 s request timeout; clients resume by Last-Event-ID.
             hub=NotificationHub(settings, max_stream_s=100),
         )

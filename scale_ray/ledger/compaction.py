@@ -69,7 +69,7 @@ def compact_table(
     if use_ray:
         import ray
 
-        task = ray.remote(num_cpus=1, max_retries=3)(optimize_partition)
+        task = ray.remote(num_cpus=0.5, max_retries=3)(optimize_partition)
         results = ray.get([task.remote(settings, name, b) for b in partitions])
     else:
         results = [optimize_partition(settings, name, b) for b in partitions]

@@ -48,6 +48,7 @@ def app(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         writer_shards=2,
         ray_namespace=f"scale-test-{uuid.uuid4().hex[:8]}",
         max_upload_bytes=2 * 1024 * 1024,
+        categorizer_bootstrap="builtin",
     )
     for key, value in settings.as_env().items():
         os.environ[key] = value

@@ -143,8 +143,6 @@ def semi_supervised_kmeans(
     nearest centre: an index below ``n_known`` is a known category, above it a new one.
     Returns the unlabelled assignments and all centres.
     """
-    from sklearn.cluster import kmeans_plusplus
-
     dim = unlabelled.shape[1]
     lw = np.ones(len(labelled)) if labelled_weights is None else labelled_weights
     uw = np.ones(len(unlabelled)) if unlabelled_weights is None else unlabelled_weights
@@ -155,8 +153,21 @@ def semi_supervised_kmeans(
     np.add.at(lmass, labels, lw)
     centres[:n_known] = lsum / np.maximum(lmass, 1e-9)[:, None]
     if n_new:
-        init, _ = kmeans_plusplus(unlabelled, n_new, random_state=seed, sample_weight=uw)
-        centres[n_known:] = init
+        # SS-k-means++: each new centre by D² sampling against every centre so far, the known
+        # ones included, so that no new centre starts inside a known category.
+        rng = np.random.default_rng(seed)
+        d2 = np.full(len(unlabelled), np.inf)
+        for c in range(n_known):
+            d2 = np.minimum(d2, ((unlabelled - centres[c]) ** 2).sum(1))
+        for j in range(n_new):
+            if not np.isfinite(d2).any():
+                pick = int(rng.integers(len(unlabelled)))
+            else:
+                p = np.where(np.isfinite(d2), d2, 0.0) * uw
+                total = p.sum()
+                pick = int(rng.choice(len(unlabelled), p=p / total)) if total > 0 else 0
+            centres[n_known + j] = unlabelled[pick]
+            d2 = np.minimum(d2, ((unlabelled - unlabelled[pick]) ** 2).sum(1))
     assign = np.zeros(len(unlabelled), dtype=int)
     for step in range(iters):
         d = (
@@ -197,16 +208,20 @@ def estimate_new_k(
     if n < 4:
         return 1 if n else 0
     rng = np.random.default_rng(seed)
-    idx = rng.choice(n, size=min(sample, n), replace=False)
+    n_all = len(labelled) + n
+    idx = rng.choice(n_all, size=min(sample, n_all), replace=False)
+    both = np.concatenate([labelled, unlabelled])
     best_k, best = 1, -np.inf
     for k in range(1, max(1, min(k_max, n // 4)) + 1):
         assign, _ = semi_supervised_kmeans(
             labelled, labels, n_known, unlabelled, k, seed, 20, None, unlabelled_weights
         )
-        sub = assign[idx]
+        # Scored on labelled and unlabelled points together: a new group absorbed into a known
+        # category must cost silhouette, which it cannot if only the unlabelled points count.
+        sub = np.concatenate([labels, assign])[idx]
         if len(set(sub.tolist())) < 2:
             continue
-        score = silhouette_score(unlabelled[idx], sub)
+        score = silhouette_score(both[idx], sub)
         if score > best:
             best_k, best = k, score
     return best_k

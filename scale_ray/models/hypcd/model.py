@@ -72,6 +72,7 @@ class ProjectionHead(nn.Module):
         clip_r: float = DEFAULT_CLIP_R,
         n_classes: int = 0,
         lexical_dim: int = 64,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if geometry not in GEOMETRIES:
@@ -81,6 +82,13 @@ class ProjectionHead(nn.Module):
         self.clip_r = clip_r
         self.input_dropout = nn.Dropout(dropout)
         self.lexical_dim = lexical_dim
+        #: A scaled skip connection from MiniLM space (needs ``out_dim == in_dim``): the ball
+        #: starts from the encoder's neighbourhoods and the MLP learns corrections, so merchants
+        #: never seen in training keep the neighbours MiniLM gives them.
+        self.residual = residual
+        if residual and out_dim != in_dim:
+            raise ValueError("a residual head needs out_dim == in_dim")
+        self.skip_scale = nn.Parameter(torch.tensor(1.0))
         #: A sparse linear map of hashed n-grams (fastText-style); 0 turns the channel off.
         self.lexical = nn.Parameter(torch.randn(LEXICAL_BUCKETS, lexical_dim) * 0.05)
         self.mlp = nn.Sequential(
@@ -126,7 +134,10 @@ class ProjectionHead(nn.Module):
             if lex is None:
                 raise ValueError("this head has a lexical channel: pass lexical features")
             parts.append(torch.sparse.mm(lex, self.lexical))
-        return self.mlp(torch.cat(parts, dim=1))
+        out = self.mlp(torch.cat(parts, dim=1))
+        if self.residual:
+            out = out + self.skip_scale * x
+        return out
 
     def forward(self, x: torch.Tensor, lex: torch.Tensor | None = None) -> torch.Tensor:
         return self.project(self.tangent(x, lex))

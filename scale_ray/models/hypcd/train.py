@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from scale_ray.models.hypcd.backbone import EMBEDDING_DIM
 from scale_ray.models.hypcd.hyperbolic import clip_features
 from scale_ray.models.hypcd.loss import LossWeights, hybrid_loss, ramp
 from scale_ray.models.hypcd.model import ProjectionHead, sparse_rows
@@ -36,6 +37,8 @@ class TrainConfig:
     hidden_dim: int = 768
     out_dim: int = 128
     lexical_dim: int = 0
+    #: Skip connection from MiniLM space into the head (``out_dim`` then follows the input).
+    residual: bool = False
     dropout: float = 0.1
     curvature: float = 0.1
     clip_r: float = 2.3
@@ -49,6 +52,9 @@ class TrainConfig:
     cls_weight: float = 1.0
     cls_group_weight: float = 0.5
     cls_temperature: float = 0.1
+    #: Fine-tune MiniLM's last transformer layer with the head (at ``lr · finetune_lr_scale``).
+    finetune_last_layer: bool = False
+    finetune_lr_scale: float = 0.1
     seed: int = 0
     threads: int = 0
 
@@ -67,9 +73,10 @@ def build_head(in_dim: int, config: TrainConfig, n_classes: int = 0) -> Projecti
     return ProjectionHead(
         n_classes=n_classes,
         lexical_dim=config.lexical_dim,
+        residual=config.residual,
         in_dim=in_dim,
         hidden_dim=config.hidden_dim,
-        out_dim=config.out_dim,
+        out_dim=in_dim if config.residual else config.out_dim,
         dropout=config.dropout,
         geometry=config.geometry,
         curvature=config.curvature,
@@ -100,8 +107,11 @@ def train_head(
     class_groups: np.ndarray,
     config: TrainConfig,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    tuner: torch.nn.Module | None = None,
+    states: torch.Tensor | None = None,
+    masks: torch.Tensor | None = None,
 ) -> tuple[ProjectionHead, list[dict[str, float]]]:
-    """Fit a head and its category prototypes.
+    """Fit a head and its category prototypes (and MiniLM's last layer, given ``tuner``).
 
     ``views`` is (n, V, d): V backbone embeddings per example; ``lexical`` the V matching
     (n, buckets) :func:`lexical_features` matrices (``None`` when ``lexical_dim`` is 0).
@@ -118,6 +128,8 @@ def train_head(
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     n, n_views, dim = views.shape
+    if tuner is not None:
+        dim = EMBEDDING_DIM
     n_classes = targets.shape[1]
     cgroups = torch.as_tensor(class_groups, dtype=torch.long)
     n_groups = int(cgroups.max()) + 1 if n_classes else 0
@@ -137,7 +149,21 @@ def train_head(
             return None
         return sparse_rows(lex_all[(v * n + idx).numpy()])
 
-    opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    groups_ = [{"params": list(head.parameters())}]
+    if tuner is not None:
+        if states is None or masks is None:
+            raise ValueError("fine-tuning needs the token states and masks of every view")
+        tuner.train()
+        groups_.append(
+            {"params": list(tuner.parameters()), "lr": config.lr * config.finetune_lr_scale}
+        )
+
+    def features(idx: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if tuner is None:
+            return feats[idx, v]
+        return tuner(states[idx, v], masks[idx, v])
+
+    opt = torch.optim.AdamW(groups_, lr=config.lr, weight_decay=config.weight_decay)
     batch = min(config.batch_size, n)
     steps_per_epoch = max(1, math.ceil(n / batch))
     total = steps_per_epoch * config.epochs
@@ -167,8 +193,8 @@ def train_head(
             v1 = torch.randint(0, n_views, (len(idx),), generator=gen)
             shift = torch.randint(1, max(2, n_views), (len(idx),), generator=gen)
             v2 = (v1 + shift) % n_views if n_views > 1 else v1
-            z1 = head(feats[idx, v1], lex_rows(v1, idx))
-            z2 = head(feats[idx, v2], lex_rows(v2, idx))
+            z1 = head(features(idx, v1), lex_rows(v1, idx))
+            z2 = head(features(idx, v2), lex_rows(v2, idx))
             loss, parts = hybrid_loss(
                 z1, z2, y_all[idx], g_all[idx], lam, config.curvature, config.loss
             )
@@ -188,7 +214,7 @@ def train_head(
                 raise FloatingPointError(f"non-finite HypCD loss at epoch {epoch}: {parts}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_([p for g in groups_ for p in g["params"]], 5.0)
             opt.step()
             sched.step()
             totals["loss"] += float(loss.detach())
@@ -201,6 +227,8 @@ def train_head(
         if on_epoch is not None:
             on_epoch(epoch, record)
     head.eval()
+    if tuner is not None:
+        tuner.eval()
     return head, history
 
 
