@@ -15,7 +15,7 @@ gives features on which its unknown merchants are clustered for discovery.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,7 @@ from scale_ray.models.hypcd.categorizer import (
     fit_categorizer,
 )
 from scale_ray.models.hypcd.discover import tangent_features
+from scale_ray.models.hypcd.normalize import normalize_merchant
 from scale_ray.models.hypcd.train import TrainConfig
 
 
@@ -41,6 +42,8 @@ class Scored:
 
 
 class HypCDMethod:
+    key = staticmethod(normalize_merchant)
+
     def __init__(self, config: TrainConfig, unknown_rate: float = 0.05, n_views: int = 3) -> None:
         self.config = config
         self.name = "hypcd" if config.geometry == "hyperbolic" else "minilm_euclidean"
@@ -89,9 +92,16 @@ class HypCDMethod:
 
 
 class TfidfLogReg:
-    name = "tfidf_logreg"
-
-    def __init__(self, unknown_rate: float = 0.05, c: float = 10.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        unknown_rate: float = 0.05,
+        c: float = 10.0,
+        seed: int = 0,
+        key: Callable[[str], str] = normalize_merchant,
+        name: str = "tfidf_logreg",
+    ) -> None:
+        self.name = name
+        self.key = key
         self.unknown_rate = unknown_rate
         self.c = c
         self.seed = seed
@@ -99,7 +109,7 @@ class TfidfLogReg:
         self.threshold = 0.0
 
     def _design(self, texts: Sequence[str], paths: Sequence[str]):  # type: ignore[no-untyped-def]
-        data = build_training_set(texts, paths)
+        data = build_training_set(texts, paths, key=self.key)
         rows, cols = np.nonzero(data.counts)
         keys = [data.keys[r] for r in rows]
         return data, keys, cols, data.counts[rows, cols]
@@ -110,11 +120,9 @@ class TfidfLogReg:
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import StratifiedKFold
 
-        from scale_ray.models.hypcd.normalize import normalize_merchant
-
         data, keys, y, w = self._design(texts, paths)
         self.classes = data.classes
-        extra = [k for k in (normalize_merchant(t) for t in unlabelled) if k]
+        extra = [k for k in (self.key(t) for t in unlabelled) if k]
         self.vectorizer = TfidfVectorizer(
             analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=1
         ).fit(list(data.keys) + extra)

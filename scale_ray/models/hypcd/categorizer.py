@@ -23,7 +23,7 @@ import logging
 import random
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -437,23 +437,26 @@ class TrainingSet:
 
 
 def build_training_set(
-    texts: Sequence[str], paths: Sequence[str], unlabelled: Iterable[str] = ()
+    texts: Sequence[str],
+    paths: Sequence[str],
+    unlabelled: Iterable[str] = (),
+    key: Callable[[str], str] = normalize_merchant,
 ) -> TrainingSet:
     classes = sorted(set(paths))
     index = {c: i for i, c in enumerate(classes)}
     per_key: dict[str, Counter[int]] = {}
     raw: dict[str, str] = {}
     for text, path in zip(texts, paths, strict=True):
-        key = normalize_merchant(text)
-        if not key:
+        k = key(text)
+        if not k:
             continue
-        per_key.setdefault(key, Counter())[index[path]] += 1
-        raw.setdefault(key, text)
+        per_key.setdefault(k, Counter())[index[path]] += 1
+        raw.setdefault(k, text)
     for text in unlabelled:
-        key = normalize_merchant(text)
-        if key and key not in per_key:
-            per_key[key] = Counter()
-            raw.setdefault(key, text)
+        k = key(text)
+        if k and k not in per_key:
+            per_key[k] = Counter()
+            raw.setdefault(k, text)
     keys = list(per_key)
     counts = np.zeros((len(keys), len(classes)), np.float32)
     for i, key in enumerate(keys):

@@ -39,11 +39,12 @@ from scale_ray.models.hypcd.baselines import HypCDMethod, Scored, TfidfLogReg
 from scale_ray.models.hypcd.data import LabelledRows, read_birmingham, read_labelled_csv
 from scale_ray.models.hypcd.discover import estimate_new_k, name_clusters, semi_supervised_kmeans
 from scale_ray.models.hypcd.metrics import accuracy, gcd_accuracy, named_gcd_accuracy
-from scale_ray.models.hypcd.normalize import normalize_merchant
+from scale_ray.models.hypcd.normalize import normalize_merchant, raw_text_key
 from scale_ray.models.hypcd.train import TrainConfig
 
 log = logging.getLogger("scale.hypcd.evaluate")
-METHODS = ("hypcd", "minilm_euclidean", "tfidf_logreg")
+METHODS = ("hypcd", "minilm_euclidean", "tfidf_logreg", "tfidf_logreg_raw")
+DEFAULT_METHODS = ("hypcd", "minilm_euclidean", "tfidf_logreg", "tfidf_logreg_raw")
 
 
 def read_rows(paths: Sequence[str], fmt: str, text_column: str, label_column: str) -> LabelledRows:
@@ -55,6 +56,10 @@ def read_rows(paths: Sequence[str], fmt: str, text_column: str, label_column: st
 def make_method(args: argparse.Namespace, name: str) -> Any:
     if name == "tfidf_logreg":
         return TfidfLogReg(unknown_rate=args.unknown_rate, seed=args.seed)
+    if name == "tfidf_logreg_raw":
+        return TfidfLogReg(
+            unknown_rate=args.unknown_rate, seed=args.seed, key=raw_text_key, name=name
+        )
     geometry = "hyperbolic" if name == "hypcd" else "euclidean"
     config = TrainConfig(
         geometry=geometry,
@@ -117,9 +122,10 @@ def closed_set(
         started = time.perf_counter()
         method.fit(train.texts, train_paths, [])
         fit_s = time.perf_counter() - started
-        scored, index = _score_rows(method, keys)
+        mkeys = [method.key(t) for t in test.texts]
+        scored, index = _score_rows(method, mkeys)
         preds, conf = [], []
-        for k in keys:
+        for k in mkeys:
             if k in index:
                 preds.append(method.classes[scored.best[index[k]]])
                 conf.append(float(scored.confidence[index[k]]))
@@ -145,7 +151,7 @@ def closed_set(
             "user_memory_coverage": coverage,
             "fit_seconds": round(fit_s, 1),
         }
-        if name != "tfidf_logreg":
+        if not name.startswith("tfidf"):
             out[name]["hierarchy"] = method.model.hierarchy_report()
         log.info("closed set %s: %s", name, out[name])
     return out
@@ -172,8 +178,6 @@ def discovery(
     old_mask = [p not in novel for p in truth]
     labelled = [i for i, p in enumerate(train_paths) if p not in novel]
     unlabelled = [train.texts[i] for i, p in enumerate(train_paths) if p in novel] + test.texts
-    keys = [normalize_merchant(t) for t in test.texts]
-    key_counts = Counter(keys)
     out: dict[str, Any] = {
         "novel_classes": sorted(novel),
         "novel_names": {p: test.names.get(p.split("/")[-1], p) for p in sorted(novel)},
@@ -185,7 +189,9 @@ def discovery(
         method.fit(
             [train.texts[i] for i in labelled], [train_paths[i] for i in labelled], unlabelled
         )
-        scored, index = _score_rows(method, keys)
+        mkeys = [method.key(t) for t in test.texts]
+        key_counts = Counter(mkeys)
+        scored, index = _score_rows(method, mkeys)
         threshold = float(np.quantile(method.calibration, args.discovery_unknown_rate))
         unknown = scored.confidence < threshold
         unknown_idx = np.flatnonzero(unknown)
@@ -206,7 +212,7 @@ def discovery(
         is_new_cluster = assign >= n_known
         labels = assign - n_known
         preds = []
-        for key in keys:
+        for key in mkeys:
             i = index.get(key)
             if i is None:
                 preds.append("unknown")
@@ -281,7 +287,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="confidence quantile of held-out training merchants below which a test merchant "
         "goes to discovery (SS-k-means) instead of its predicted category",
     )
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     parser.add_argument("--max-train-rows", type=int, default=None, help="subsample (CI)")
     parser.add_argument("--max-test-rows", type=int, default=None, help="subsample (CI)")
     parser.add_argument("--threads", type=int, default=0)

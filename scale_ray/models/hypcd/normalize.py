@@ -320,3 +320,17 @@ def descriptor_noise(text: str, rng: random.Random) -> str:
     if out == text:
         out = _noise_store_number(out, rng)
     return out
+
+
+_LONG_DIGITS_RE = re.compile(r"\d{6,}")
+
+
+def raw_text_key(text: str | None) -> str:
+    """The description as the bank wrote it, only lower-cased with spaces collapsed and runs of
+    six or more digits masked (card, account and reference numbers). Store numbers stay.
+
+    For baselines that read the raw text (the ``tfidf_logreg_raw`` evaluation method).
+    """
+    if not text:
+        return ""
+    return _LONG_DIGITS_RE.sub("#", " ".join(unicodedata.normalize("NFKC", text).lower().split()))
