@@ -39,14 +39,15 @@ from scale_ray.models.hypcd.backbone import (
 )
 from scale_ray.models.hypcd.cache import EmbeddingCache, embed_with_cache
 from scale_ray.models.hypcd.hyperbolic import pairwise_dist
-from scale_ray.models.hypcd.model import ProjectionHead, lexical_features
+from scale_ray.models.hypcd.model import ProjectionHead
 from scale_ray.models.hypcd.normalize import descriptor_noise, normalize_merchant
 from scale_ray.models.hypcd.train import TrainConfig, build_head, embed, train_head
 from scale_ray.taxonomy import UNCATEGORIZED
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+#: 2: the head lost its experimental lexical channel and skip connection (their parameters).
+FORMAT_VERSION = 2
 _HEAD_FILE = "head.pt"
 _META_FILE = "categorizer.json"
 _MEMORY_FILE = "memory.npz"
@@ -179,6 +180,8 @@ class HypCDCategorizer:
         self.user_memory = UserMemory()
         self._predictions: OrderedDict[str, tuple[np.ndarray, int, float]] = OrderedDict()
         self._pred_capacity = 200_000
+        #: Raw text → normalized key, least recently used first (same capacity).
+        self._text_keys: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         with torch.no_grad():
             self._prototypes = head.prototype_points().detach()
@@ -195,8 +198,7 @@ class HypCDCategorizer:
 
     def ball_points(self, keys: Sequence[str]) -> np.ndarray:
         """Points on the ball (unit sphere for a Euclidean model) of normalized merchants."""
-        lex = lexical_features(keys) if self.head.lexical_dim else None
-        return embed(self.head, self.backbone(keys), lex)
+        return embed(self.head, self.backbone(keys))
 
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
@@ -274,8 +276,7 @@ class HypCDCategorizer:
         is the warm path's main cost, and transactions repeat merchants), and rows of one key
         share one (immutable) prediction.
         """
-        # Raw text -> normalized key, least recently used first; created on first use.
-        text_keys: OrderedDict[str, str] = self.__dict__.setdefault("_text_keys", OrderedDict())
+        text_keys = self._text_keys
         unique: dict[str, str] = dict.fromkeys(texts, "")
         fresh: list[str] = []
         with self._lock:
@@ -354,7 +355,7 @@ class HypCDCategorizer:
             "version": self.version,
             "classes": self.classes,
             "names": self.names,
-            "in_dim": int(self.head.mlp[0].in_features - self.head.lexical_dim),
+            "in_dim": int(self.head.mlp[0].in_features),
             "config": self.config.to_json(),
             "inference": self.inference.__dict__,
             "metrics": self.metrics,
@@ -511,7 +512,6 @@ def fit_categorizer(
     if not data.classes or not data.keys:
         raise ValueError("no labelled descriptions to train on")
     view_texts = noise_views(data.keys, data.raw, n_views, config.seed)
-    lexical = [lexical_features(col) for col in view_texts] if config.lexical_dim else None
     groups = sorted({_group_of(c) for c in data.classes})
     class_groups = np.array([groups.index(_group_of(c)) for c in data.classes])
     tuner = None
@@ -522,20 +522,20 @@ def fit_categorizer(
         masks = torch.stack([m for _, m in per_view], dim=1)
         dense = np.zeros((len(data.keys), n_views, 1), np.float32)  # unused: the tuner embeds
         head, history = train_head(
-            dense, lexical, data.counts, class_groups, config, None, tuner, states, masks
+            dense, data.counts, class_groups, config, None, tuner, states, masks
         )
         del states, masks
-        cache = EmbeddingCache(cache.capacity) if hasattr(cache, "capacity") else EmbeddingCache()
+        # The cache held frozen-MiniLM vectors; the model's own come from the tuned layer.
+        cache = EmbeddingCache(cache.capacity)
         clean = tuner.encode(encoder, data.keys)
     else:
         dense = np.stack(
             [embed_with_cache(column, cache, encoder.encode) for column in view_texts], axis=1
         )
-        head, history = train_head(dense, lexical, data.counts, class_groups, config)
+        head, history = train_head(dense, data.counts, class_groups, config)
         clean = dense[:, 0]
     labelled = data.counts.sum(1) > 0
-    lex0 = lexical[0] if lexical is not None else None
-    points = embed(head, clean, lex0)
+    points = embed(head, clean)
     model = HypCDCategorizer(
         head=head,
         classes=data.classes,

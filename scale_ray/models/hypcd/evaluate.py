@@ -260,6 +260,11 @@ def discovery(
     return out
 
 
+def _date_range(rows: LabelledRows) -> list[str] | None:
+    dates = [d for d in rows.dates if d]
+    return [str(min(dates)), str(max(dates))] if dates else None
+
+
 def _cap(rows: LabelledRows, limit: int | None, seed: int) -> LabelledRows:
     if not limit or len(rows) <= limit:
         return rows
@@ -323,23 +328,12 @@ def evaluate(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not len(train) or not len(test):
         raise SystemExit("no labelled rows in --train or --test")
     started = time.perf_counter()
-    dates = [d for d in train.dates if d] + [d for d in test.dates if d]
     result: dict[str, Any] = {
         "data": {
             "train_rows": len(train),
             "test_rows": len(test),
-            "train_dates": [
-                str(min(d for d in train.dates if d)),
-                str(max(d for d in train.dates if d)),
-            ]
-            if any(train.dates)
-            else None,
-            "test_dates": [
-                str(min(d for d in test.dates if d)),
-                str(max(d for d in test.dates if d)),
-            ]
-            if any(test.dates)
-            else None,
+            "train_dates": _date_range(train),
+            "test_dates": _date_range(test),
             "categories_train": len(set(train.paths())),
             "groups_train": len(set(train.parents)),
             "merchants_train": len({normalize_merchant(t) for t in train.texts}),
@@ -355,7 +349,6 @@ def evaluate(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.novel_classes:
         result["discovery"] = discovery(train, test, methods, args)
     result["seconds"] = round(time.perf_counter() - started, 1)
-    del dates
     return result
 
 

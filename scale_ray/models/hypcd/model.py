@@ -11,10 +11,6 @@ compared by cosine, as in Euclidean/spherical GCD.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -27,37 +23,6 @@ from scale_ray.models.hypcd.hyperbolic import (
 )
 
 GEOMETRIES = ("hyperbolic", "euclidean")
-#: Hashed character n-grams: the lexical channel beside MiniLM (see :class:`ProjectionHead`).
-LEXICAL_BUCKETS = 1 << 17
-_lexical_vectorizer = None
-
-
-def lexical_features(texts: Sequence[str]) -> sp.csr_matrix:
-    """Hashed, L2-normalized character 2–4-grams of (normalized) merchant strings.
-
-    Bank descriptors are truncated and garbled ("beeches road servi", "tesco stores 5504");
-    sub-word pieces such as "tesc" or "servi" survive where a sentence encoder's tokens do not.
-    """
-    global _lexical_vectorizer
-    if _lexical_vectorizer is None:
-        from sklearn.feature_extraction.text import HashingVectorizer
-
-        _lexical_vectorizer = HashingVectorizer(
-            analyzer="char_wb",
-            ngram_range=(2, 4),
-            n_features=LEXICAL_BUCKETS,
-            alternate_sign=False,
-            norm="l2",
-            dtype=np.float32,
-        )
-    return _lexical_vectorizer.transform(list(texts)).tocsr()
-
-
-def sparse_rows(matrix: sp.csr_matrix) -> torch.Tensor:
-    coo = matrix.tocoo()
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    values = torch.from_numpy(coo.data.astype(np.float32))
-    return torch.sparse_coo_tensor(indices, values, size=coo.shape)
 
 
 class ProjectionHead(nn.Module):
@@ -71,8 +36,6 @@ class ProjectionHead(nn.Module):
         curvature: float = DEFAULT_CURVATURE,
         clip_r: float = DEFAULT_CLIP_R,
         n_classes: int = 0,
-        lexical_dim: int = 64,
-        residual: bool = False,
     ) -> None:
         super().__init__()
         if geometry not in GEOMETRIES:
@@ -81,18 +44,8 @@ class ProjectionHead(nn.Module):
         self.curvature = curvature
         self.clip_r = clip_r
         self.input_dropout = nn.Dropout(dropout)
-        self.lexical_dim = lexical_dim
-        #: A scaled skip connection from MiniLM space (needs ``out_dim == in_dim``): the ball
-        #: starts from the encoder's neighbourhoods and the MLP learns corrections, so merchants
-        #: never seen in training keep the neighbours MiniLM gives them.
-        self.residual = residual
-        if residual and out_dim != in_dim:
-            raise ValueError("a residual head needs out_dim == in_dim")
-        self.skip_scale = nn.Parameter(torch.tensor(1.0))
-        #: A sparse linear map of hashed n-grams (fastText-style); 0 turns the channel off.
-        self.lexical = nn.Parameter(torch.randn(LEXICAL_BUCKETS, lexical_dim) * 0.05)
         self.mlp = nn.Sequential(
-            nn.Linear(in_dim + lexical_dim, hidden_dim),
+            nn.Linear(in_dim, hidden_dim),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(hidden_dim, hidden_dim),
@@ -123,21 +76,9 @@ class ProjectionHead(nn.Module):
             return z @ points.T
         return -pairwise_dist(z, points, self.curvature)
 
-    def tangent(self, x: torch.Tensor, lex: torch.Tensor | None = None) -> torch.Tensor:
-        """Head output before the ball (the tangent vector at the origin).
+    def tangent(self, x: torch.Tensor) -> torch.Tensor:
+        """Head output before the ball (the tangent vector at the origin)."""
+        return self.mlp(self.input_dropout(x))
 
-        ``x`` is (n, 384) MiniLM features; ``lex`` an (n, LEXICAL_BUCKETS) sparse tensor of
-        :func:`lexical_features` (required when ``lexical_dim > 0``).
-        """
-        parts = [self.input_dropout(x)]
-        if self.lexical_dim:
-            if lex is None:
-                raise ValueError("this head has a lexical channel: pass lexical features")
-            parts.append(torch.sparse.mm(lex, self.lexical))
-        out = self.mlp(torch.cat(parts, dim=1))
-        if self.residual:
-            out = out + self.skip_scale * x
-        return out
-
-    def forward(self, x: torch.Tensor, lex: torch.Tensor | None = None) -> torch.Tensor:
-        return self.project(self.tangent(x, lex))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.tangent(x))

@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from scale_ray.models.hypcd.backbone import EMBEDDING_DIM
 from scale_ray.models.hypcd.hyperbolic import clip_features
 from scale_ray.models.hypcd.loss import LossWeights, hybrid_loss, ramp
-from scale_ray.models.hypcd.model import ProjectionHead, sparse_rows
+from scale_ray.models.hypcd.model import ProjectionHead
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +35,6 @@ class TrainConfig:
     weight_decay: float = 1e-4
     hidden_dim: int = 768
     out_dim: int = 128
-    lexical_dim: int = 0
-    #: Skip connection from MiniLM space into the head (``out_dim`` then follows the input).
-    residual: bool = False
     dropout: float = 0.1
     curvature: float = 0.1
     clip_r: float = 2.3
@@ -72,11 +68,9 @@ class TrainConfig:
 def build_head(in_dim: int, config: TrainConfig, n_classes: int = 0) -> ProjectionHead:
     return ProjectionHead(
         n_classes=n_classes,
-        lexical_dim=config.lexical_dim,
-        residual=config.residual,
         in_dim=in_dim,
         hidden_dim=config.hidden_dim,
-        out_dim=in_dim if config.residual else config.out_dim,
+        out_dim=config.out_dim,
         dropout=config.dropout,
         geometry=config.geometry,
         curvature=config.curvature,
@@ -102,7 +96,6 @@ def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def train_head(
     views: np.ndarray,
-    lexical: Sequence[sp.csr_matrix] | None,
     targets: np.ndarray,
     class_groups: np.ndarray,
     config: TrainConfig,
@@ -113,13 +106,11 @@ def train_head(
 ) -> tuple[ProjectionHead, list[dict[str, float]]]:
     """Fit a head and its category prototypes (and MiniLM's last layer, given ``tuner``).
 
-    ``views`` is (n, V, d): V backbone embeddings per example; ``lexical`` the V matching
-    (n, buckets) :func:`lexical_features` matrices (``None`` when ``lexical_dim`` is 0).
-    ``targets`` is (n, C): how often each example (a merchant) carried each category; an
-    all-zero row is unlabelled. Different transactions of one merchant can carry different
-    categories, so the classifier learns the merchant's label distribution (soft targets) while
-    the contrastive terms use its majority
-    label. ``class_groups`` (C,) gives each category's parent group.
+    ``views`` is (n, V, d): V backbone embeddings per example. ``targets`` is (n, C): how
+    often each example (a merchant) carried each category; an all-zero row is unlabelled.
+    Different transactions of one merchant can carry different categories, so the classifier
+    learns the merchant's label distribution (soft targets) while the contrastive terms use its
+    majority label. ``class_groups`` (C,) gives each category's parent group.
     """
     if views.ndim != 3 or views.shape[0] != len(targets):
         raise ValueError("views must be (n, V, d) with one target row per example")
@@ -142,13 +133,6 @@ def train_head(
     y_all = torch.where(labelled, tgt.argmax(1), torch.full((n,), -1))
     g_all = torch.where(labelled, cgroups[y_all.clamp_min(0)], torch.full((n,), -1))
     onehot_groups = torch.nn.functional.one_hot(cgroups, max(n_groups, 1)).float()
-    lex_all = sp.vstack(list(lexical)).tocsr() if config.lexical_dim and lexical else None
-
-    def lex_rows(v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor | None:
-        if lex_all is None:
-            return None
-        return sparse_rows(lex_all[(v * n + idx).numpy()])
-
     groups_ = [{"params": list(head.parameters())}]
     if tuner is not None:
         if states is None or masks is None:
@@ -193,8 +177,8 @@ def train_head(
             v1 = torch.randint(0, n_views, (len(idx),), generator=gen)
             shift = torch.randint(1, max(2, n_views), (len(idx),), generator=gen)
             v2 = (v1 + shift) % n_views if n_views > 1 else v1
-            z1 = head(features(idx, v1), lex_rows(v1, idx))
-            z2 = head(features(idx, v2), lex_rows(v2, idx))
+            z1 = head(features(idx, v1))
+            z2 = head(features(idx, v2))
             loss, parts = hybrid_loss(
                 z1, z2, y_all[idx], g_all[idx], lam, config.curvature, config.loss
             )
@@ -236,7 +220,6 @@ def train_head(
 def embed(
     head: ProjectionHead,
     features: np.ndarray,
-    lexical: sp.csr_matrix | None = None,
     batch_size: int = 4096,
 ) -> np.ndarray:
     """Ball (or unit-sphere) points for (n, d) backbone features, in eval mode."""
@@ -244,10 +227,7 @@ def embed(
     out = []
     for start in range(0, len(features), batch_size):
         chunk = torch.from_numpy(np.ascontiguousarray(features[start : start + batch_size]))
-        lex = None
-        if head.lexical_dim and lexical is not None:
-            lex = sparse_rows(lexical[start : start + batch_size])
-        out.append(head(chunk.float(), lex).numpy())
+        out.append(head(chunk.float()).numpy())
     if not out:
         return np.zeros((0, head.mlp[-1].out_features), dtype=np.float32)
     return np.concatenate(out).astype(np.float32)
