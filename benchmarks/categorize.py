@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import fcntl
 import io
 import json
 import os
@@ -49,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.ingest import _one_benchmark_at_a_time
 from scale_ray.models.hypcd.backbone import MiniLMEncoder
 from scale_ray.models.hypcd.categorizer import HypCDCategorizer
 from scale_ray.models.hypcd.data import read_birmingham
@@ -109,25 +109,6 @@ def machine() -> dict[str, Any]:
 
 def _loadavg() -> float:
     return round(os.getloadavg()[0], 2)
-
-
-@contextlib.contextmanager
-def _one_benchmark_at_a_time(enabled: bool) -> Iterator[None]:
-    """The machine-wide lock the other benchmarks take: two at once spoil both."""
-    if not enabled:
-        yield
-        return
-    path = Path(tempfile.gettempdir()) / "scale-bench.lock"
-    with path.open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print("waiting for another benchmark run to finish ...", file=sys.stderr, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -327,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         train_rows=base.train_rows if args.train_rows is None else args.train_rows,
     )
     with (
-        _one_benchmark_at_a_time(not args.no_lock),
+        _one_benchmark_at_a_time() if not args.no_lock else contextlib.nullcontext(),
         tempfile.TemporaryDirectory(prefix="scale-bench-categorize-") as tmp,
     ):
         settings = Settings.from_env(data_root=str(Path(tmp) / "var"))
