@@ -1,0 +1,369 @@
+"""Per-transaction anomaly features, computed from each user's own history.
+
+Every feature of a row looks only at the rows of the same user booked *before* it (ties broken
+by ``txn_id``), so the features of a row are the same whether it is scored as it streams in or
+recomputed later over the full ledger: training and serving see one definition.
+
+Only debits (money out) are featured and scored: "a charge that is wrong" is money leaving. A
+user's amounts are compared within one currency (the grouping key is user and currency).
+
+The amount features are robust z-scores on the log scale, ``(log|a| - median) / scale`` where
+``scale = IQR / 1.349`` (the normal-consistent IQR) floored so that a fixed subscription that
+never varied does not turn a small change into an infinite z. They are computed against the
+user's prior rows at the same merchant, in the same category and overall.
+
+Times: a ledger row's local time is ``booked_at + booked_offset_min``. Many statements are
+date-only (midnight, or midnight plus a few ordering seconds such as the Berka loader writes),
+so a time of day counts as *known* only from 00:01:00; unknown times contribute nothing to the
+hour features.
+
+Everything is vectorized with pandas' grouped expanding/rolling windows (one Cython pass per
+statistic, not a Python loop per user or merchant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from scale_ray.models.hypcd.normalize import normalize_merchant
+from scale_ray.money import exponent
+
+#: The columns fed to the IsolationForest, in order.
+FEATURE_NAMES: tuple[str, ...] = (
+    "log_amount",
+    "merchant_z",
+    "category_z",
+    "user_z",
+    "hour",
+    "weekday",
+    "hour_rarity",
+    "log_days_since_merchant",
+    "new_merchant",
+    "log_merchant_count",
+    "velocity_count_24h",
+    "velocity_amount_24h",
+    "dom_distance",
+    "duplicate",
+)
+
+#: Robust-z floors on the log scale: a merchant's charges may be perfectly fixed, a user's are not.
+MERCHANT_SCALE_FLOOR = 0.10
+CATEGORY_SCALE_FLOOR = 0.25
+USER_SCALE_FLOOR = 0.35
+#: Prior rows needed before a robust z is computed (below: 0, i.e. no evidence).
+MIN_MERCHANT_HISTORY = 3
+MIN_CATEGORY_HISTORY = 5
+MIN_USER_HISTORY = 10
+#: A merchant is treated as monthly when the median gap between its prior charges is in here.
+MONTHLY_GAP_DAYS = (25.0, 35.0)
+#: Days since the previous charge at a merchant is capped here (a new merchant gets the cap).
+MAX_GAP_DAYS = 365.0
+#: ``duplicate`` = exp(-hours / this) after the same amount at the same merchant; 0 when none.
+DUPLICATE_DECAY_HOURS = 6.0
+#: Local times before 00:01 are taken as "no time of day given" (date-only sources).
+KNOWN_TIME_FROM_S = 60
+#: History bands (prior debits of the user) that get their own flag threshold.
+SEGMENT_BANDS: tuple[tuple[str, int], ...] = (("new", 0), ("growing", 20), ("established", 100))
+
+#: Columns the input must have; ``merchant``, ``narration``, ``category``, ``booked_offset_min``
+#: are optional (``merchant`` falls back to the normalized narration).
+REQUIRED_COLUMNS = ("user_id", "txn_id", "amount_minor", "currency", "booked_at")
+
+
+@dataclass(frozen=True)
+class Features:
+    """Features of the debit rows of a ledger frame.
+
+    ``X`` rows line up with ``rows`` (one per debit, in user/time order). ``rows`` carries the
+    identity of each row (``user_id``, ``txn_id``, ``currency``, ``amount_minor``,
+    ``merchant_key``, ``merchant_name``, ``category``, ``local_time``) and the context that
+    reasons quote (``merchant_usual_minor``, ``category_usual_minor``, ``user_usual_minor``,
+    ``velocity_count``, ``velocity_sum_minor``, ``duplicate_gap_s``, ``usual_dom``, ``dom``,
+    ``prior_debits``, ``time_known``).
+    """
+
+    X: np.ndarray
+    rows: pd.DataFrame
+    segments: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return FEATURE_NAMES
+
+    def take(self, mask_or_index: np.ndarray | Sequence[int]) -> Features:
+        """The features of a subset of rows (boolean mask or integer positions)."""
+        index = np.asarray(mask_or_index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return Features(
+            self.X[index], self.rows.iloc[index].reset_index(drop=True), self.segments[index]
+        )
+
+
+def to_frame(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    """A pandas frame of the ledger columns the features need (Arrow tables converted)."""
+    frame = table.to_pandas() if isinstance(table, pa.Table) else table
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"transactions are missing columns {missing}")
+    return frame
+
+
+def _merchant_keys(frame: pd.DataFrame) -> pd.Series:
+    """The merchant of each row: the ledger's normalized merchant, else the normalized narration."""
+    merchant = frame["merchant"] if "merchant" in frame.columns else None
+    narration = frame["narration"] if "narration" in frame.columns else None
+    raw = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    if merchant is not None:
+        raw = merchant.astype(object).where(merchant.notna() & (merchant.astype(str) != ""), None)
+    if narration is not None:
+        raw = raw.where(raw.notna(), narration.astype(object))
+    uniques = pd.unique(raw.fillna("").astype(str))
+    mapping = {u: (normalize_merchant(u) or u.strip().lower() or "(none)") for u in uniques}
+    return raw.fillna("").astype(str).map(mapping)
+
+
+def _merchant_names(frame: pd.DataFrame) -> pd.Series:
+    """What reasons call the merchant: the ledger's merchant, else the narration."""
+    out = pd.Series([""] * len(frame), index=frame.index, dtype=object)
+    for column in ("narration", "merchant"):
+        if column in frame.columns:
+            values = frame[column].astype(object)
+            out = values.where(values.notna() & (values.astype(str).str.strip() != ""), out)
+    return out.astype(str).str.strip()
+
+
+def _robust_z(
+    frame: pd.DataFrame, keys: list[str], floor: float, min_history: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Robust z of ``la`` against prior rows of the same ``keys`` group, and the prior median.
+
+    Rows with fewer than ``min_history`` prior rows get z 0 and a NaN median.
+    """
+    grouped = frame.groupby(keys, sort=False)["la"]
+    expanding = grouped.expanding()
+    # Expanding results come back indexed by (keys..., original index): realign to frame order.
+    med = expanding.median().droplevel(list(range(len(keys)))).reindex(frame.index)
+    q1 = expanding.quantile(0.25).droplevel(list(range(len(keys)))).reindex(frame.index)
+    q3 = expanding.quantile(0.75).droplevel(list(range(len(keys)))).reindex(frame.index)
+    group_ids = frame.groupby(keys, sort=False).ngroup()
+    # Shift by one row within the group: the statistics of the rows *before* this one.
+    prior_med = med.groupby(group_ids).shift(1).to_numpy()
+    prior_iqr = (q3 - q1).groupby(group_ids).shift(1).to_numpy()
+    count = frame.groupby(keys, sort=False).cumcount().to_numpy()
+    scale = np.maximum(np.nan_to_num(prior_iqr, nan=0.0) / 1.349, floor)
+    ok = count >= min_history
+    z = np.where(ok, (frame["la"].to_numpy() - np.nan_to_num(prior_med)) / scale, 0.0)
+    return z, np.where(ok, prior_med, np.nan)
+
+
+def build_features(
+    table: pa.Table | pd.DataFrame, *, category_column: str = "category"
+) -> Features:
+    """Features of every debit in ``table`` (any order; rows of many users at once).
+
+    ``table`` holds complete histories: a row's features use the rows before it in ``table``.
+    ``category_column`` names the category of each row (the categorizer's, or the ledger's
+    ``category_hint`` when that column is absent); missing categories skip ``category_z``.
+    """
+    frame = to_frame(table)
+    debit = frame["amount_minor"].to_numpy() < 0
+    df = pd.DataFrame(
+        {
+            "user_id": frame["user_id"].astype(str).to_numpy()[debit],
+            "txn_id": frame["txn_id"].astype(str).to_numpy()[debit],
+            "currency": frame["currency"].astype(str).to_numpy()[debit],
+            "amount_minor": frame["amount_minor"].to_numpy()[debit].astype(np.int64),
+        }
+    )
+    booked = pd.to_datetime(frame["booked_at"], utc=True).to_numpy()[debit]
+    df["t"] = pd.DatetimeIndex(booked).tz_localize(None) if len(df) else pd.DatetimeIndex([])
+    df["offset_min"] = (
+        frame["booked_offset_min"].fillna(0).to_numpy()[debit].astype(np.int64)
+        if "booked_offset_min" in frame.columns
+        else np.zeros(len(df), np.int64)
+    )
+    df["merchant_key"] = _merchant_keys(frame).to_numpy()[debit]
+    df["merchant_name"] = _merchant_names(frame).to_numpy()[debit]
+    if category_column in frame.columns:
+        cats = frame[category_column]
+    elif "category_hint" in frame.columns:
+        cats = frame["category_hint"]
+    else:
+        cats = pd.Series([None] * len(frame))
+    df["category"] = cats.astype(object).where(cats.notna(), None).to_numpy()[debit]
+    if df.empty:
+        return Features(
+            np.zeros((0, len(FEATURE_NAMES))), _empty_rows(), np.array([], dtype=object)
+        )
+
+    df["ukey"] = df["user_id"] + "\x1f" + df["currency"]
+    df = df.sort_values(["ukey", "t", "txn_id"], kind="mergesort").reset_index(drop=True)
+    scale = np.array([10.0 ** -exponent(c) for c in df["currency"]], dtype=np.float64)
+    major = -df["amount_minor"].to_numpy().astype(np.float64) * scale
+    df["la"] = np.log(np.maximum(major, 0.01))
+
+    merchant_z, merchant_med = _robust_z(
+        df, ["ukey", "merchant_key"], MERCHANT_SCALE_FLOOR, MIN_MERCHANT_HISTORY
+    )
+    has_cat = df["category"].notna()
+    cat_df = df.assign(category=df["category"].fillna("\x00none"))
+    category_z, category_med = _robust_z(
+        cat_df, ["ukey", "category"], CATEGORY_SCALE_FLOOR, MIN_CATEGORY_HISTORY
+    )
+    category_z = np.where(has_cat, category_z, 0.0)
+    category_med = np.where(has_cat, category_med, np.nan)
+    user_z, user_med = _robust_z(df, ["ukey"], USER_SCALE_FLOOR, MIN_USER_HISTORY)
+
+    # Local time of day; unknown (date-only) times are neutral: hour 12, rarity 0.
+    local = df["t"] + pd.to_timedelta(df["offset_min"].to_numpy(), unit="m")
+    seconds = (local - local.dt.normalize()).dt.total_seconds().to_numpy()
+    time_known = seconds >= KNOWN_TIME_FROM_S
+    hour = np.where(time_known, seconds / 3600.0, 12.0)
+    weekday = local.dt.weekday.to_numpy().astype(np.float64)
+    hour_bin = np.where(time_known, (seconds // 3600).astype(np.int64), -1)
+    df["hour_bin"] = hour_bin
+    df["known"] = time_known.astype(np.int64)
+    prior_known = (
+        df.groupby("ukey", sort=False)["known"].cumsum().to_numpy() - df["known"].to_numpy()
+    )
+    same_hour = df.groupby(["ukey", "hour_bin"], sort=False).cumcount().to_numpy()
+    # -log of the smoothed share of the user's earlier (timed) debits in this hour of the day.
+    hour_rarity = np.where(time_known, -np.log((same_hour + 1.0) / (prior_known + 24.0)), 0.0)
+
+    # Merchant recency, count, and the monthly cadence.
+    by_merchant = df.groupby(["ukey", "merchant_key"], sort=False)
+    merchant_count = by_merchant.cumcount().to_numpy()
+    gap_days = by_merchant["t"].diff().dt.total_seconds().to_numpy() / 86400.0
+    new_merchant = np.isnan(gap_days)
+    days_since = np.where(
+        new_merchant, MAX_GAP_DAYS, np.minimum(np.nan_to_num(gap_days), MAX_GAP_DAYS)
+    )
+    df["gap"] = gap_days
+    gid = by_merchant.ngroup()
+    med_gap = (
+        df.groupby(gid, sort=False)["gap"]
+        .expanding()
+        .median()
+        .droplevel(0)
+        .reindex(df.index)
+        .groupby(gid)
+        .shift(1)
+        .to_numpy()
+    )
+    dom = local.dt.day.to_numpy().astype(np.float64)
+    df["dom"] = dom
+    usual_dom = (
+        df.groupby(gid, sort=False)["dom"]
+        .expanding()
+        .median()
+        .droplevel(0)
+        .reindex(df.index)
+        .groupby(gid)
+        .shift(1)
+        .to_numpy()
+    )
+    monthly = (
+        (merchant_count >= 3) & (med_gap >= MONTHLY_GAP_DAYS[0]) & (med_gap <= MONTHLY_GAP_DAYS[1])
+    )
+    raw_dist = np.abs(dom - np.nan_to_num(usual_dom))
+    dom_distance = np.where(monthly, np.minimum(raw_dist, 30.0 - raw_dist).clip(min=0.0), 0.0)
+
+    # Velocity: the user's debits (count and amount) in the 24 hours up to and including this one.
+    df["major"] = major
+    rolled = df.set_index("t").groupby("ukey", sort=False)["major"].rolling("24h")
+    velocity_count = rolled.count().to_numpy()
+    velocity_sum = rolled.sum().to_numpy()
+    # groupby-rolling returns groups in order of first appearance; frame is sorted by ukey, so
+    # the order matches row order.
+    velocity_amount = np.log(np.maximum(velocity_sum, 0.01)) - np.nan_to_num(
+        user_med, nan=df["la"].to_numpy()
+    )
+
+    # Duplicate charge: the same amount at the same merchant shortly before.
+    dup_gap_s = (
+        df.groupby(["ukey", "merchant_key", "amount_minor"], sort=False)["t"]
+        .diff()
+        .dt.total_seconds()
+        .to_numpy()
+    )
+    duplicate = np.where(
+        np.isnan(dup_gap_s), 0.0, np.exp(-np.nan_to_num(dup_gap_s) / 3600.0 / DUPLICATE_DECAY_HOURS)
+    )
+
+    prior_debits = df.groupby("ukey", sort=False).cumcount().to_numpy()
+    X = np.column_stack(
+        [
+            df["la"].to_numpy(),
+            merchant_z,
+            category_z,
+            user_z,
+            hour,
+            weekday,
+            hour_rarity,
+            np.log1p(days_since),
+            new_merchant.astype(np.float64),
+            np.log1p(merchant_count),
+            np.log1p(velocity_count),
+            velocity_amount,
+            dom_distance,
+            duplicate,
+        ]
+    ).astype(np.float64)
+
+    def usual_minor(med: np.ndarray) -> np.ndarray:
+        usual = np.exp(med) / scale
+        return np.where(np.isnan(med), np.nan, np.round(usual))
+
+    rows = pd.DataFrame(
+        {
+            "user_id": df["user_id"],
+            "txn_id": df["txn_id"],
+            "currency": df["currency"],
+            "amount_minor": df["amount_minor"],
+            "merchant_key": df["merchant_key"],
+            "merchant_name": df["merchant_name"],
+            "category": df["category"],
+            "local_time": local,
+            "time_known": time_known,
+            "merchant_usual_minor": usual_minor(merchant_med),
+            "category_usual_minor": usual_minor(category_med),
+            "user_usual_minor": usual_minor(user_med),
+            "merchant_count": merchant_count,
+            "velocity_count": velocity_count.astype(np.int64),
+            "velocity_sum_minor": np.round(velocity_sum / scale).astype(np.int64),
+            "duplicate_gap_s": dup_gap_s,
+            "usual_dom": np.where(monthly, usual_dom, np.nan),
+            "dom": dom.astype(np.int64),
+            "prior_debits": prior_debits,
+        }
+    )
+    return Features(X, rows, segment_of(prior_debits))
+
+
+def segment_of(prior_debits: np.ndarray) -> np.ndarray:
+    """The history band of each row (its flag threshold's segment)."""
+    out = np.full(len(prior_debits), SEGMENT_BANDS[0][0], dtype=object)
+    for name, start in SEGMENT_BANDS[1:]:
+        out[np.asarray(prior_debits) >= start] = name
+    return out
+
+
+def _empty_rows() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            c: pd.Series(dtype=object)
+            for c in ("user_id", "txn_id", "currency", "amount_minor", "merchant_key", "category")
+        }
+    )
+
+
+__all__ = ["FEATURE_NAMES", "Features", "build_features", "segment_of", "to_frame"]
