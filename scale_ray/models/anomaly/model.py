@@ -36,8 +36,10 @@ FORMAT_VERSION = 1
 MODEL_FILE = "anomaly_model.pkl"
 #: Share of ordinary debits flagged per segment at the serving threshold.
 DEFAULT_FLAG_RATE = 0.005
-#: A driver counts when resetting its features lowers the score by at least this much.
+#: A driver counts when resetting its features lowers the score by at least this much, and by
+#: at least this share of the strongest driver's contribution (reasons name what stood out).
 MIN_CONTRIBUTION = 0.005
+MIN_SHARE_OF_TOP = 0.2
 
 
 @dataclass(frozen=True)
@@ -254,10 +256,11 @@ class AnomalyModel:
             contrib = self.contributions(features.X[index])
             for k, i in enumerate(index.tolist()):
                 ranked = sorted(((float(v[k]), name) for name, v in contrib.items()), reverse=True)
+                floor = max(MIN_CONTRIBUTION, MIN_SHARE_OF_TOP * ranked[0][0])
                 drivers = [
                     {"driver": name, "contribution": round(c, 6)}
                     for c, name in ranked
-                    if c >= MIN_CONTRIBUTION
+                    if c >= floor
                 ]
                 row = features.rows.iloc[i]
                 reasons[i] = (reason_text(row, [d["driver"] for d in drivers]), drivers)

@@ -78,11 +78,14 @@ def sentence(driver: str, row: Mapping[str, Any]) -> str | None:
         category = row.get("category")
         if ratio is None or _nan(category):
             return None
-        return f"{_times(ratio)} your usual {str(category).rsplit('/', 1)[-1]} spend"
+        name = str(category).rsplit("/", 1)[-1].replace("_", " ")
+        return f"{_times(ratio)} your usual {name} spend"
     if driver == "amount":
         ratio = _ratio(amount, row.get("user_usual_minor"))
-        if ratio is None or ratio < 1:
+        if ratio is None:
             return f"a {money(amount, currency)} payment"
+        if ratio < 2:
+            return None  # the size of the payment is not what stands out
         return f"{money(amount, currency)}, {_times(ratio)} your typical payment"
     if driver == "new_merchant":
         count = row.get("merchant_count")
