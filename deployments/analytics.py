@@ -32,6 +32,8 @@ class Analytics:
         self.service = AnalyticsService(self.settings, on_budget_change=self._budget_changed)
         self._monitor: Any = None
         self._ensure_monitor()
+        self._anomaly_monitor: Any = None
+        self._ensure_anomaly_monitor()
 
     def _ensure_monitor(self) -> Any:
         """The one budget monitor of the cluster (named, detached; Ray restarts it)."""
@@ -43,6 +45,20 @@ class Analytics:
             except Exception:
                 log.warning("could not start the budget monitor", exc_info=True)
         return self._monitor
+
+    def _ensure_anomaly_monitor(self) -> Any:
+        """The one anomaly monitor of the cluster (named, detached; Ray restarts it).
+
+        It idles until an ``anomaly`` model is published, then scores every new debit.
+        """
+        if self._anomaly_monitor is None:
+            from scale_ray.models.anomaly.monitor_actor import ensure_anomaly_monitor
+
+            try:
+                self._anomaly_monitor = ensure_anomaly_monitor(self.settings)
+            except Exception:
+                log.warning("could not start the anomaly monitor", exc_info=True)
+        return self._anomaly_monitor
 
     def _budget_changed(self, user_id: str) -> None:
         """Ask the budget monitor to look at this user now (it also polls on its own)."""

@@ -62,11 +62,12 @@ class NotificationWriter:
     """Appends notification rows to the ``notifications`` table, one commit per call.
 
     Not thread-safe on its own (it owns one :class:`DeltaAppender`); :class:`BudgetNotifier`
-    calls it under its lock.
+    calls it under its lock. ``producer`` names the writer in each commit's metadata.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, producer: str = "budget-notifier") -> None:
         self.settings = settings
+        self.producer = producer
         self._appender: DeltaAppender | None = None
 
     def rows(
@@ -101,7 +102,7 @@ class NotificationWriter:
         table = pa.Table.from_pylist(rows, schema=NOTIFICATIONS)
         if self._appender is None:
             self._appender = DeltaAppender(self.settings, "notifications")
-        version = self._appender.append(table, metadata={"producer": "budget-notifier"})
+        version = self._appender.append(table, metadata={"producer": self.producer})
         return version, rows
 
 

@@ -641,9 +641,10 @@ def create_app(services: Services) -> Any:
     settings = services.settings
     from scale_ray.gateway.analytics_routes import ROUTES as ANALYTICS_ROUTES
     from scale_ray.gateway.categorize_routes import ROUTES as CATEGORIZE_ROUTES
+    from scale_ray.gateway.flag_routes import ROUTES as FLAG_ROUTES
 
     app = Starlette(
-        routes=ROUTES + ANALYTICS_ROUTES + CATEGORIZE_ROUTES,
+        routes=ROUTES + ANALYTICS_ROUTES + CATEGORIZE_ROUTES + FLAG_ROUTES,
         middleware=[
             Middleware(
                 CORSMiddleware,

@@ -103,8 +103,9 @@ NOTIFICATIONS = pa.schema(
     ]
 )
 
-#: Flags raised on transactions (the anomaly engine writes them); latest ``seq`` per
-#: (user_id, txn_id, kind) wins, ``status`` is open / dismissed / confirmed.
+#: Flags raised on transactions (the anomaly engine writes them); rows are events, the latest
+#: ``seq`` per (user_id, txn_id, kind) wins. ``status`` is ``open`` until the user says the
+#: charge was ``legitimate`` or ``fraud`` (see ``scale_ray.models.anomaly.flags``).
 FLAGS = pa.schema(
     [
         pa.field("user_id", pa.string(), nullable=False),
