@@ -10,7 +10,11 @@ user's amounts are compared within one currency (the grouping key is user and cu
 The amount features are robust z-scores on the log scale, ``(log|a| - median) / scale`` where
 ``scale = IQR / 1.349`` (the normal-consistent IQR) floored so that a fixed subscription that
 never varied does not turn a small change into an infinite z. They are computed against the
-user's prior rows at the same merchant, in the same category and overall.
+user's prior rows at the same merchant, in the same category and overall, and clipped at 0: a
+charge *smaller* than usual is not what a user wants to hear about, and unclipped, the forest
+isolated small fees as readily as spikes (on the planted Birmingham ledger, spike AUC 0.85
+unclipped against 0.93 clipped). The absolute amount is deliberately not a feature: what is
+large is relative to the user.
 
 Times: a ledger row's local time is ``booked_at + booked_offset_min``. Many statements are
 date-only (midnight, or midnight plus a few ordering seconds such as the Berka loader writes),
@@ -35,7 +39,6 @@ from scale_ray.money import exponent
 
 #: The columns fed to the IsolationForest, in order.
 FEATURE_NAMES: tuple[str, ...] = (
-    "log_amount",
     "merchant_z",
     "category_z",
     "user_z",
@@ -45,6 +48,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_days_since_merchant",
     "new_merchant",
     "log_merchant_count",
+    "velocity_count_1h",
     "velocity_count_24h",
     "velocity_amount_24h",
     "dom_distance",
@@ -162,6 +166,7 @@ def _robust_z(
     scale = np.maximum(np.nan_to_num(prior_iqr, nan=0.0) / 1.349, floor)
     ok = count >= min_history
     z = np.where(ok, (frame["la"].to_numpy() - np.nan_to_num(prior_med)) / scale, 0.0)
+    z = np.maximum(z, 0.0)
     return z, np.where(ok, prior_med, np.nan)
 
 
@@ -282,6 +287,11 @@ def build_features(
     rolled = df.set_index("t").groupby("ukey", sort=False)["major"].rolling("24h")
     velocity_count = rolled.count().to_numpy()
     velocity_sum = rolled.sum().to_numpy()
+    # A burst is minutes, a busy day is hours: the 1-hour count separates them (planted bursts
+    # on Birmingham cards: AUC 0.67 with the 24-hour count alone, 0.83 with both).
+    velocity_count_1h = (
+        df.set_index("t").groupby("ukey", sort=False)["major"].rolling("1h").count().to_numpy()
+    )
     # groupby-rolling returns groups in order of first appearance; frame is sorted by ukey, so
     # the order matches row order.
     velocity_amount = np.log(np.maximum(velocity_sum, 0.01)) - np.nan_to_num(
@@ -302,7 +312,6 @@ def build_features(
     prior_debits = df.groupby("ukey", sort=False).cumcount().to_numpy()
     X = np.column_stack(
         [
-            df["la"].to_numpy(),
             merchant_z,
             category_z,
             user_z,
@@ -312,6 +321,7 @@ def build_features(
             np.log1p(days_since),
             new_merchant.astype(np.float64),
             np.log1p(merchant_count),
+            np.log1p(velocity_count_1h),
             np.log1p(velocity_count),
             velocity_amount,
             dom_distance,
@@ -338,6 +348,8 @@ def build_features(
             "category_usual_minor": usual_minor(category_med),
             "user_usual_minor": usual_minor(user_med),
             "merchant_count": merchant_count,
+            "days_since_merchant": np.where(new_merchant, np.nan, gap_days),
+            "velocity_count_1h": velocity_count_1h.astype(np.int64),
             "velocity_count": velocity_count.astype(np.int64),
             "velocity_sum_minor": np.round(velocity_sum / scale).astype(np.int64),
             "duplicate_gap_s": dup_gap_s,

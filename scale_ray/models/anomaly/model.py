@@ -36,6 +36,11 @@ FORMAT_VERSION = 1
 MODEL_FILE = "anomaly_model.pkl"
 #: Share of ordinary debits flagged per segment at the serving threshold.
 DEFAULT_FLAG_RATE = 0.005
+#: Rows drawn per tree. More than the paper's 256: a user-relative feature space has many
+#: small normal clusters (each user's habits), and bigger samples keep them from looking
+#: isolated (planted real ledgers, validation period: Berka AUC 0.938 → 0.959, Birmingham
+#: 0.769 → 0.898 together with the 1-hour velocity and the clipped z-scores).
+DEFAULT_MAX_SAMPLES = 1024
 #: A driver counts when resetting its features lowers the score by at least this much, and by
 #: at least this share of the strongest driver's contribution (reasons name what stood out).
 MIN_CONTRIBUTION = 0.005
@@ -128,7 +133,7 @@ def fit_forest(
     X: np.ndarray,
     *,
     n_estimators: int = 200,
-    max_samples: int = 256,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
     random_state: int = 0,
 ) -> IsolationForest:
     """An IsolationForest on ``X`` (``max_samples`` capped at the rows there are)."""
@@ -173,7 +178,7 @@ class AnomalyModel:
         *,
         flag_rate: float = DEFAULT_FLAG_RATE,
         n_estimators: int = 200,
-        max_samples: int = 256,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
         random_state: int = 0,
         min_segment_rows: int = 200,
     ) -> AnomalyModel:

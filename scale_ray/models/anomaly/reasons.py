@@ -20,14 +20,16 @@ from scale_ray.money import from_minor
 DRIVER_GROUPS: dict[str, tuple[str, ...]] = {
     "merchant_amount": ("merchant_z",),
     "category_amount": ("category_z",),
-    "amount": ("user_z", "log_amount"),
+    "amount": ("user_z",),
     "new_merchant": ("new_merchant", "log_days_since_merchant", "log_merchant_count"),
     "time_of_day": ("hour", "hour_rarity", "weekday"),
-    "velocity": ("velocity_count_24h", "velocity_amount_24h"),
+    "velocity": ("velocity_count_1h", "velocity_count_24h", "velocity_amount_24h"),
     "duplicate": ("duplicate",),
     "recurring_day": ("dom_distance",),
 }
 
+#: A merchant not paid for this many days is worth mentioning when it reappears.
+RARE_MERCHANT_DAYS = 60
 #: At most this many sentences per reason.
 MAX_SENTENCES = 3
 
@@ -76,7 +78,7 @@ def sentence(driver: str, row: Mapping[str, Any]) -> str | None:
     if driver == "category_amount":
         ratio = _ratio(amount, row.get("category_usual_minor"))
         category = row.get("category")
-        if ratio is None or _nan(category):
+        if ratio is None or ratio < 1 or _nan(category):
             return None
         name = str(category).rsplit("/", 1)[-1].replace("_", " ")
         return f"{_times(ratio)} your usual {name} spend"
@@ -91,7 +93,10 @@ def sentence(driver: str, row: Mapping[str, Any]) -> str | None:
         count = row.get("merchant_count")
         if _nan(count) or int(count) == 0:
             return "a merchant you have never used"
-        return f"your first payment to {merchant} in a long while"
+        days = row.get("days_since_merchant")
+        if _nan(days) or float(days) < RARE_MERCHANT_DAYS:
+            return None
+        return f"your first payment to {merchant} in {int(days)} days"
     if driver == "time_of_day":
         if not bool(row.get("time_known")):
             return None
@@ -100,8 +105,11 @@ def sentence(driver: str, row: Mapping[str, Any]) -> str | None:
             return f"at {local.strftime('%H:%M')}"
         return None
     if driver == "velocity":
+        hourly = int(row.get("velocity_count_1h") or 0)
         count = int(row.get("velocity_count") or 0)
         total = row.get("velocity_sum_minor")
+        if hourly >= 3:
+            return f"{hourly} payments within an hour"
         if count < 2:
             return None
         return f"{count} payments within 24 hours ({money(total or 0, currency)} in total)"
@@ -113,7 +121,9 @@ def sentence(driver: str, row: Mapping[str, Any]) -> str | None:
         when = (
             "on the same day"
             if gap == 0
-            else f"{max(1, round(gap / 60))} minutes earlier"
+            else "a minute earlier"
+            if gap < 90
+            else f"{round(gap / 60)} minutes earlier"
             if gap < 3600
             else f"{gap / 3600:.0f} hours earlier"
         )
@@ -131,6 +141,8 @@ def reason_text(row: Mapping[str, Any], drivers: Sequence[str]) -> str:
     """The reason: sentences of the strongest drivers (strongest first), or a generic one."""
     parts: list[str] = []
     for driver in drivers:
+        if driver == "category_amount" and "merchant_amount" in drivers:
+            continue  # "8× your usual spend at TESCO" already says it, and more precisely
         text = sentence(driver, row)
         if text and text not in parts:
             parts.append(text)

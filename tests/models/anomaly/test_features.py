@@ -101,6 +101,7 @@ def test_velocity_counts_the_last_24_hours_including_the_row() -> None:
     assert list(features.rows["velocity_count"]) == [1, 2, 3, 3]
     assert list(features.rows["velocity_sum_minor"]) == [1000, 3000, 6000, 9000]
     assert col(features, "velocity_count_24h")[2] == pytest.approx(math.log1p(3))
+    assert list(features.rows["velocity_count_1h"]) == [1, 1, 1, 1]
 
 
 def test_duplicate_charge_signal_decays_with_the_gap() -> None:

@@ -55,9 +55,12 @@ def test_the_issue_example() -> None:
         ("amount", {"user_usual_minor": 6000.0}, None),
         (
             "new_merchant",
-            {"merchant_count": 4},
-            "your first payment to TESCO STORES 2231 in a long while",
+            {"merchant_count": 4, "days_since_merchant": 92.5},
+            "your first payment to TESCO STORES 2231 in 92 days",
         ),
+        ("new_merchant", {"merchant_count": 4, "days_since_merchant": 31.0}, None),
+        ("category_amount", {"category_usual_minor": 90000.0}, None),
+        ("velocity", {"velocity_count_1h": 5, "velocity_count": 9}, "5 payments within an hour"),
         ("time_of_day", {"time_known": False}, None),
         (
             "velocity",
@@ -92,6 +95,12 @@ def test_at_most_three_sentences_and_a_generic_fallback() -> None:
     drivers = ["merchant_amount", "category_amount", "time_of_day", "new_merchant"]
     assert reason_text(row(), drivers).count(",") == 2
     assert reason_text(row(), ["velocity"]) == "An unusual £83.00 payment at TESCO STORES 2231"
+
+
+def test_the_merchant_amount_says_what_the_category_amount_would() -> None:
+    text = reason_text(row(), ["merchant_amount", "category_amount", "time_of_day"])
+    assert text == "8.3× your usual spend at TESCO STORES 2231, at 03:12"
+    assert sentence("duplicate", row(duplicate_gap_s=61.0)).endswith("a minute earlier")
 
 
 def test_money_formats_exactly() -> None:
