@@ -22,17 +22,22 @@ class AppArgs(BaseModel):
 
 
 def build_app(args: AppArgs | dict[str, Any]) -> Any:
-    """The main SCALE application: the HTTP gateway in front of the Analytics and Categorizer
-    deployments.
+    """The main SCALE application: the HTTP gateway in front of the Analytics, Categorizer and
+    AnomalyScorer deployments.
 
     Ledger writes go from the gateway to the LedgerWriter actors; reads of the dashboard go
     through a ``DeploymentHandle`` to ``Analytics`` (DuckDB over Delta snapshots), and
     ``/v1/categorize`` to ``Categorizer`` (the HypCD model, on a fractional GPU).
+    ``AnomalyScorer`` (IsolationForest, CPU) scores a user's transactions against their own
+    history; the anomaly monitor flags new ones as they commit.
     """
     from deployments.analytics import Analytics
+    from deployments.anomaly import AnomalyScorer
     from deployments.categorizer import Categorizer
     from deployments.gateway import Gateway
 
     settings = AppArgs.model_validate(args).settings()
     env = settings.as_env()
-    return Gateway.bind(env, Analytics.bind(env), Categorizer.bind(env))
+    return Gateway.bind(
+        env, Analytics.bind(env), Categorizer.bind(env), anomaly=AnomalyScorer.bind(env)
+    )

@@ -28,11 +28,15 @@ class Gateway:
         settings_env: dict[str, str] | None = None,
         analytics: DeploymentHandle | None = None,
         categorizer: DeploymentHandle | None = None,
+        anomaly: DeploymentHandle | None = None,
     ) -> None:
         self.settings = Settings.from_env(settings_env) if settings_env else Settings.from_env()
         logging.getLogger("scale").setLevel(self.settings.log_level)
         self.services = Services.create(
-            self.settings, analytics_handle=analytics, categorizer_handle=categorizer
+            self.settings,
+            analytics_handle=analytics,
+            categorizer_handle=categorizer,
+            anomaly_handle=anomaly,
         )
 
     def __serve_build_asgi_app__(self) -> Any:

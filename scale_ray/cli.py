@@ -85,6 +85,10 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     print("categorizer: checking the model registry (the first run trains one) ...", flush=True)
     print(f"categorizer version {ensure_categorizer(settings)}", flush=True)
+    from scale_ray.models.anomaly.training import ensure_anomaly_model
+
+    print("anomaly model: checking the model registry (the first run fits one) ...", flush=True)
+    print(f"anomaly model version {ensure_anomaly_model(settings)}", flush=True)
     env = _ray_env()
     env.update(settings.as_env())
     ray_bin = str(Path(sys.executable).with_name("ray"))

@@ -61,3 +61,17 @@ def test_categorizer_takes_a_fifth_of_a_gpu_and_a_model_version() -> None:
     from deployments.categorizer import parse_user_config
 
     assert parse_user_config(entry["user_config"]) == ("live", 30.0)
+
+
+def test_anomaly_scorer_is_cpu_only_with_a_model_version() -> None:
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    (scale,) = [a for a in config["applications"] if a["name"] == "scale"]
+    entry = {d["name"]: d for d in scale["deployments"]}["AnomalyScorer"]
+    assert entry["ray_actor_options"] == {"num_cpus": 0.5}  # no GPU
+    assert entry["user_config"] == {"model_version": "live"}
+    scaling = entry["autoscaling_config"]
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (1, 4)
+    assert scaling["target_ongoing_requests"] > 0
+    from deployments.anomaly import parse_user_config
+
+    assert parse_user_config(entry["user_config"]) == "live"

@@ -45,6 +45,8 @@ class Services:
     analytics: Any = None
     #: ``categorize``, ``remember``, ``forget`` on the Categorizer deployment (None: none).
     categorizer: Any = None
+    #: The AnomalyScorer deployment's handle (``score(user_id, txn_ids)``), or None.
+    anomaly: Any = None
     #: Server-Sent Events fan-out of notifications (created lazily, one per replica).
     hub: Any = None
     #: "Today" for date defaults (a function, so tests can pin it).
@@ -54,7 +56,11 @@ class Services:
 
     @classmethod
     def create(
-        cls, settings: Settings, analytics_handle: Any = None, categorizer_handle: Any = None
+        cls,
+        settings: Settings,
+        analytics_handle: Any = None,
+        categorizer_handle: Any = None,
+        anomaly_handle: Any = None,
     ) -> Services:
         """Services of one gateway replica; without a handle, analytics run in process (and
         without a categorizer handle, ``/v1/categorize`` answers 503)."""
@@ -79,6 +85,7 @@ class Services:
             journal=ImportJournal(settings),
             analytics=analytics,
             categorizer=CategorizerClient(categorizer_handle) if categorizer_handle else None,
+            anomaly=anomaly_handle,
             # Streams end before Serve's 120 s request timeout; clients resume by Last-Event-ID.
             hub=NotificationHub(settings, max_stream_s=100),
         )

@@ -60,6 +60,8 @@ def app(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     import ray
 
     from scale_ray.analytics.monitor_actor import MONITOR_NAME
+    from scale_ray.models.anomaly.monitor_actor import MONITOR_NAME as ANOMALY_MONITOR_NAME
 
-    with contextlib.suppress(ValueError):  # detached: it would outlive the session's app
-        ray.kill(ray.get_actor(MONITOR_NAME, namespace=settings.ray_namespace), no_restart=True)
+    for name in (MONITOR_NAME, ANOMALY_MONITOR_NAME):
+        with contextlib.suppress(ValueError):  # detached: it would outlive the session's app
+            ray.kill(ray.get_actor(name, namespace=settings.ray_namespace), no_restart=True)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pandas.api.indexers import BaseIndexer
 
 from scale_ray.models.hypcd.normalize import normalize_merchant
 from scale_ray.money import exponent
@@ -145,27 +146,100 @@ def _merchant_names(frame: pd.DataFrame) -> pd.Series:
     return out.astype(str).str.strip()
 
 
-def _robust_z(
-    frame: pd.DataFrame, keys: list[str], floor: float, min_history: int
+class _PriorIndexer(BaseIndexer):
+    """Row i's window: the rows of its group before it ([group start, i))."""
+
+    def __init__(self, starts: np.ndarray) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def get_window_bounds(
+        self,
+        num_values: int = 0,
+        min_periods: int | None = None,
+        center: bool | None = None,
+        closed: str | None = None,
+        step: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.starts, np.arange(num_values, dtype=np.int64)
+
+
+class _Groups:
+    """Rows grouped for "statistics of the earlier rows of my group" (computed once, reused).
+
+    Each statistic is one ungrouped rolling pass over group-contiguous rows with windows
+    ``[group start, i)``: pandas' grouped ``expanding()`` builds window bounds in a Python loop
+    per group (on 617k debits of 200 users it was half of :func:`build_features`), and the
+    stable sort that makes groups contiguous is shared by every statistic of a grouping.
+    """
+
+    def __init__(self, group_ids: np.ndarray) -> None:
+        n = len(group_ids)
+        if n == 0 or bool(np.all(group_ids[1:] >= group_ids[:-1])):
+            self.order: np.ndarray | None = None  # already contiguous (e.g. users)
+            g = group_ids
+        else:
+            self.order = np.argsort(group_ids, kind="stable")
+            g = group_ids[self.order]
+        first = np.r_[True, g[1:] != g[:-1]] if n else np.zeros(0, bool)
+        self.starts = np.maximum.accumulate(np.where(first, np.arange(n), 0)).astype(np.int64)
+        self.n = n
+
+    def _back(self, values: np.ndarray) -> np.ndarray:
+        if self.order is None:
+            return values
+        out = np.empty(self.n)
+        out[self.order] = values
+        return out
+
+    def count_before(self) -> np.ndarray:
+        """How many earlier rows each row's group has (``cumcount``), in frame order."""
+        return self._back((np.arange(self.n) - self.starts).astype(np.float64)).astype(np.int64)
+
+    def prior(self, values: np.ndarray, *quantiles: float) -> list[np.ndarray]:
+        """The ``quantiles`` (0.5: the median) of each row's earlier group rows (NaN: none)."""
+        ordered = values if self.order is None else values[self.order]
+        roll = pd.Series(ordered).rolling(_PriorIndexer(self.starts), min_periods=1)
+        return [
+            self._back((roll.median() if q == 0.5 else roll.quantile(q)).to_numpy())
+            for q in quantiles
+        ]
+
+
+def _trailing_window(
+    times: np.ndarray, group_ids: np.ndarray, values: np.ndarray, seconds: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Robust z of ``la`` against prior rows of the same ``keys`` group, and the prior median.
+    """Count and sum of each row's group rows in ``(t - seconds, t]`` up to and including it.
+
+    Rows are sorted by group, then time. Each group is laid out on one number line, offset by
+    more than the data's time span, so one ``searchsorted`` finds every window start (pandas'
+    grouped time rolling loops over groups in Python). Float64 keeps the keys exact to well
+    under a second for millions of users.
+    """
+    n = len(times)
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
+    t = (times - times.min()).astype("timedelta64[us]").astype(np.int64) / 1e6
+    span = float(t.max()) + 2.0 * seconds + 1.0
+    key = group_ids.astype(np.float64) * span + t
+    start = np.searchsorted(key, key - seconds, side="right")
+    index = np.arange(n)
+    csum = np.concatenate([[0.0], np.cumsum(values)])
+    return (index - start + 1).astype(np.float64), csum[index + 1] - csum[start]
+
+
+def _robust_z(
+    la: np.ndarray, groups: _Groups, floor: float, min_history: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Robust z of ``la`` against the earlier rows of its group, and the prior median.
 
     Rows with fewer than ``min_history`` prior rows get z 0 and a NaN median.
     """
-    grouped = frame.groupby(keys, sort=False)["la"]
-    expanding = grouped.expanding()
-    # Expanding results come back indexed by (keys..., original index): realign to frame order.
-    med = expanding.median().droplevel(list(range(len(keys)))).reindex(frame.index)
-    q1 = expanding.quantile(0.25).droplevel(list(range(len(keys)))).reindex(frame.index)
-    q3 = expanding.quantile(0.75).droplevel(list(range(len(keys)))).reindex(frame.index)
-    group_ids = frame.groupby(keys, sort=False).ngroup()
-    # Shift by one row within the group: the statistics of the rows *before* this one.
-    prior_med = med.groupby(group_ids).shift(1).to_numpy()
-    prior_iqr = (q3 - q1).groupby(group_ids).shift(1).to_numpy()
-    count = frame.groupby(keys, sort=False).cumcount().to_numpy()
-    scale = np.maximum(np.nan_to_num(prior_iqr, nan=0.0) / 1.349, floor)
+    prior_med, q1, q3 = groups.prior(la, 0.5, 0.25, 0.75)
+    count = groups.count_before()
+    scale = np.maximum(np.nan_to_num(q3 - q1, nan=0.0) / 1.349, floor)
     ok = count >= min_history
-    z = np.where(ok, (frame["la"].to_numpy() - np.nan_to_num(prior_med)) / scale, 0.0)
+    z = np.where(ok, (la - np.nan_to_num(prior_med)) / scale, 0.0)
     z = np.maximum(z, 0.0)
     return z, np.where(ok, prior_med, np.nan)
 
@@ -189,8 +263,8 @@ def build_features(
             "amount_minor": frame["amount_minor"].to_numpy()[debit].astype(np.int64),
         }
     )
-    booked = pd.to_datetime(frame["booked_at"], utc=True).to_numpy()[debit]
-    df["t"] = pd.DatetimeIndex(booked).tz_localize(None) if len(df) else pd.DatetimeIndex([])
+    booked = pd.to_datetime(frame["booked_at"], utc=True).dt.tz_convert(None).to_numpy()[debit]
+    df["t"] = booked
     df["offset_min"] = (
         frame["booked_offset_min"].fillna(0).to_numpy()[debit].astype(np.int64)
         if "booked_offset_min" in frame.columns
@@ -212,21 +286,29 @@ def build_features(
 
     df["ukey"] = df["user_id"] + "\x1f" + df["currency"]
     df = df.sort_values(["ukey", "t", "txn_id"], kind="mergesort").reset_index(drop=True)
-    scale = np.array([10.0 ** -exponent(c) for c in df["currency"]], dtype=np.float64)
+    cur = df["currency"].to_numpy(dtype=object)
+    uniq, inv = np.unique(cur, return_inverse=True)
+    scale = np.array([10.0 ** -exponent(c) for c in uniq], dtype=np.float64)[inv]
     major = -df["amount_minor"].to_numpy().astype(np.float64) * scale
     df["la"] = np.log(np.maximum(major, 0.01))
 
-    merchant_z, merchant_med = _robust_z(
-        df, ["ukey", "merchant_key"], MERCHANT_SCALE_FLOOR, MIN_MERCHANT_HISTORY
+    la = df["la"].to_numpy()
+    user_ids = df.groupby("ukey", sort=False).ngroup().to_numpy()
+    users = _Groups(user_ids)
+    by_merchant = df.groupby(["ukey", "merchant_key"], sort=False)
+    merchants = _Groups(by_merchant.ngroup().to_numpy())
+    merchant_z, merchant_med = _robust_z(la, merchants, MERCHANT_SCALE_FLOOR, MIN_MERCHANT_HISTORY)
+    has_cat = df["category"].notna().to_numpy()
+    categories = _Groups(
+        df.assign(category=df["category"].fillna("\x00none"))
+        .groupby(["ukey", "category"], sort=False)
+        .ngroup()
+        .to_numpy()
     )
-    has_cat = df["category"].notna()
-    cat_df = df.assign(category=df["category"].fillna("\x00none"))
-    category_z, category_med = _robust_z(
-        cat_df, ["ukey", "category"], CATEGORY_SCALE_FLOOR, MIN_CATEGORY_HISTORY
-    )
+    category_z, category_med = _robust_z(la, categories, CATEGORY_SCALE_FLOOR, MIN_CATEGORY_HISTORY)
     category_z = np.where(has_cat, category_z, 0.0)
     category_med = np.where(has_cat, category_med, np.nan)
-    user_z, user_med = _robust_z(df, ["ukey"], USER_SCALE_FLOOR, MIN_USER_HISTORY)
+    user_z, user_med = _robust_z(la, users, USER_SCALE_FLOOR, MIN_USER_HISTORY)
 
     # Local time of day; unknown (date-only) times are neutral: hour 12, rarity 0.
     local = df["t"] + pd.to_timedelta(df["offset_min"].to_numpy(), unit="m")
@@ -245,58 +327,28 @@ def build_features(
     hour_rarity = np.where(time_known, -np.log((same_hour + 1.0) / (prior_known + 24.0)), 0.0)
 
     # Merchant recency, count, and the monthly cadence.
-    by_merchant = df.groupby(["ukey", "merchant_key"], sort=False)
-    merchant_count = by_merchant.cumcount().to_numpy()
+    merchant_count = merchants.count_before()
     gap_days = by_merchant["t"].diff().dt.total_seconds().to_numpy() / 86400.0
     new_merchant = np.isnan(gap_days)
     days_since = np.where(
         new_merchant, MAX_GAP_DAYS, np.minimum(np.nan_to_num(gap_days), MAX_GAP_DAYS)
     )
-    df["gap"] = gap_days
-    gid = by_merchant.ngroup()
-    med_gap = (
-        df.groupby(gid, sort=False)["gap"]
-        .expanding()
-        .median()
-        .droplevel(0)
-        .reindex(df.index)
-        .groupby(gid)
-        .shift(1)
-        .to_numpy()
-    )
+    (med_gap,) = merchants.prior(gap_days, 0.5)
     dom = local.dt.day.to_numpy().astype(np.float64)
-    df["dom"] = dom
-    usual_dom = (
-        df.groupby(gid, sort=False)["dom"]
-        .expanding()
-        .median()
-        .droplevel(0)
-        .reindex(df.index)
-        .groupby(gid)
-        .shift(1)
-        .to_numpy()
-    )
+    (usual_dom,) = merchants.prior(dom, 0.5)
     monthly = (
         (merchant_count >= 3) & (med_gap >= MONTHLY_GAP_DAYS[0]) & (med_gap <= MONTHLY_GAP_DAYS[1])
     )
     raw_dist = np.abs(dom - np.nan_to_num(usual_dom))
     dom_distance = np.where(monthly, np.minimum(raw_dist, 30.0 - raw_dist).clip(min=0.0), 0.0)
 
-    # Velocity: the user's debits (count and amount) in the 24 hours up to and including this one.
-    df["major"] = major
-    rolled = df.set_index("t").groupby("ukey", sort=False)["major"].rolling("24h")
-    velocity_count = rolled.count().to_numpy()
-    velocity_sum = rolled.sum().to_numpy()
-    # A burst is minutes, a busy day is hours: the 1-hour count separates them (planted bursts
-    # on Birmingham cards: AUC 0.67 with the 24-hour count alone, 0.83 with both).
-    velocity_count_1h = (
-        df.set_index("t").groupby("ukey", sort=False)["major"].rolling("1h").count().to_numpy()
-    )
-    # groupby-rolling returns groups in order of first appearance; frame is sorted by ukey, so
-    # the order matches row order.
-    velocity_amount = np.log(np.maximum(velocity_sum, 0.01)) - np.nan_to_num(
-        user_med, nan=df["la"].to_numpy()
-    )
+    # Velocity: the user's debits (count and amount) in the 24 hours (and the hour) up to and
+    # including this one. A burst is minutes, a busy day is hours: the 1-hour count separates
+    # them (planted bursts on Birmingham cards: AUC 0.67 with the 24-hour count alone, 0.83
+    # with both).
+    velocity_count, velocity_sum = _trailing_window(df["t"].to_numpy(), user_ids, major, 86400.0)
+    velocity_count_1h, _ = _trailing_window(df["t"].to_numpy(), user_ids, major, 3600.0)
+    velocity_amount = np.log(np.maximum(velocity_sum, 0.01)) - np.nan_to_num(user_med, nan=la)
 
     # Duplicate charge: the same amount at the same merchant shortly before.
     dup_gap_s = (
@@ -309,7 +361,7 @@ def build_features(
         np.isnan(dup_gap_s), 0.0, np.exp(-np.nan_to_num(dup_gap_s) / 3600.0 / DUPLICATE_DECAY_HOURS)
     )
 
-    prior_debits = df.groupby("ukey", sort=False).cumcount().to_numpy()
+    prior_debits = users.count_before()
     X = np.column_stack(
         [
             merchant_z,

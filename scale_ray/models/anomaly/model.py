@@ -232,14 +232,18 @@ class AnomalyModel:
 
     def contributions(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """How much resetting each driver group to the reference lowers each row's score."""
-        base = self.score(X)
-        out: dict[str, np.ndarray] = {}
-        for name, columns in DRIVER_GROUPS.items():
+        X = np.asarray(X, dtype=np.float64)
+        n = len(X)
+        # One stacked score call (the row itself, then one reset copy per group): each
+        # ``score_samples`` call has ~9 ms of fixed cost, which dominated small Serve batches.
+        stacked = [X]
+        for columns in DRIVER_GROUPS.values():
             idx = [FEATURE_NAMES.index(c) for c in columns]
-            reset = np.array(X, dtype=np.float64, copy=True)
+            reset = X.copy()
             reset[:, idx] = self.reference[idx]
-            out[name] = base - self.score(reset)
-        return out
+            stacked.append(reset)
+        scores = self.score(np.concatenate(stacked)).reshape(len(stacked), n)
+        return {name: scores[0] - scores[k + 1] for k, name in enumerate(DRIVER_GROUPS)}
 
     def results(self, features: Features, *, explain: str = "flagged") -> list[AnomalyResult]:
         """A verdict per row of ``features``; reasons for ``explain`` = flagged / all / none."""
