@@ -57,3 +57,10 @@ clean:
 .PHONY: bench-categorize
 bench-categorize: setup
 	$(BIN)/python benchmarks/categorize.py
+
+.PHONY: bench-anomaly eval-anomaly
+bench-anomaly: setup
+	$(BIN)/python benchmarks/anomaly.py
+
+eval-anomaly: setup
+	$(BIN)/python -m scale_ray.models.anomaly.evaluate
