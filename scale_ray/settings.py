@@ -71,6 +71,9 @@ class Settings:
     #: descriptions, real merchants, built-in rows, users' labels) or ``builtin`` (the built-in
     #: rows only: seconds instead of minutes, for tests).
     categorizer_bootstrap: str = "default"
+    #: On its first start (no offset file) the anomaly monitor scores the existing ledger,
+    #: bucket by bucket, before following new commits; False: only rows committed after it.
+    anomaly_backfill: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

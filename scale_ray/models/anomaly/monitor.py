@@ -13,8 +13,10 @@ Why every flag and notification is written exactly once, through crashes and ret
 1. **Durable offset.** After a change is fully processed its table version is written to
    ``<data root>/offsets/anomaly-monitor.json`` (atomically: a temporary file renamed over the
    old one). A restarted monitor resumes after that version, so rows committed while it was
-   down are scored; with no offset file it starts at the table's current version (an existing
-   ledger is not backfilled; the first start writes that baseline at once).
+   down are scored. With no offset file the first start pins the table's current version V
+   and writes it at once: with ``backfill`` off (``SCALE_ANOMALY_BACKFILL=false``) V is the
+   offset and the existing ledger is never scored; with it on (the default) the existing
+   ledger is backfilled first (below), then V becomes the offset.
 2. **Idempotent writes, flags first.** A crash after some commits of a change replays the
    change. Flags are keyed by (user, txn, kind) and skipped when already in the table;
    notifications have deterministic ids (``content_key("anomaly", txn_id)``) and are skipped
@@ -31,13 +33,26 @@ behind unscored, and a permanently failing user does not pin the offset (which w
 restart replay ever more of the log, and eventually ask for commit files the log no longer
 keeps).
 
-Notifications only go out for transactions booked within ``notify_within`` (14 days) of now:
-an imported two-year statement is flagged in full (the flags are there to review) but does not
-send a notification per old charge.
+**Backfill.** A ledger that existed before the monitor's first start (a demo ledger, one loaded
+before the anomaly engine shipped) is scored from the snapshot at V, one ``user_bucket`` per
+:meth:`~AnomalyMonitorCore.step` (buckets with no debits are skipped within the step), so the
+actor's loop stays responsive. Each bucket's users are scored, flagged and notified exactly
+like new rows (``chunk_users`` per commit; failing users saved for retry). After each bucket
+the offset file records the progress, ``{"version": null, "backfill": {"version": V,
+"next_bucket": b}}``; a restart resumes at bucket ``b`` (replaying it, idempotently, as
+above). After the last bucket the offset becomes V and the log is followed from there, so
+commits made during the backfill are scored once, by the normal path (the backfill scores
+exactly the rows of the snapshot at V). Files without ``backfill`` (older ones too) are plain
+offsets. An empty ledger at V needs no backfill. Retries of failed users wait until the
+backfill is done.
 
-With no anomaly model published the monitor does not poll at all, so the offset stays put and
-everything committed meanwhile is scored once a model appears. The live model is re-checked
-every ``check_every_s`` and reloaded when the registry's live version changes.
+Notifications only go out for transactions booked within ``notify_within`` (14 days) of now:
+an imported two-year statement (or a backfilled ledger) is flagged in full (the flags are there
+to review) but does not send a notification per old charge.
+
+With no anomaly model published the monitor does not poll (nor backfill) at all, so the offset
+stays put and everything committed meanwhile is scored once a model appears. The live model is
+re-checked every ``check_every_s`` and reloaded when the registry's live version changes.
 
 Everything here is plain Python (no Ray); :mod:`.monitor_actor` runs it.
 """
@@ -105,7 +120,11 @@ def offset_path(settings: Settings) -> str:
 
 
 def read_offset(settings: Settings) -> dict[str, Any] | None:
-    """The saved offset state (``version``, ``retry``), or None when there is none."""
+    """The saved offset state, or None when there is none.
+
+    ``version`` (int; None while a backfill runs), ``retry`` (user -> unscored txn ids) and,
+    during a backfill, ``backfill``: ``{"version": V, "next_bucket": b}``.
+    """
     path = offset_path(settings)
     try:
         if settings.is_local:
@@ -317,6 +336,13 @@ class AnomalyStepReport:
     #: Flags not notified because the transaction is older than ``notify_within``.
     not_notified_old: int = 0
     failed_users: int = 0
+    #: A backfill step: the snapshot version backfilled (None: a normal step).
+    backfill_version: int | None = None
+    #: Buckets the backfill finished in this step (empty ones included) and debits it scored.
+    backfill_buckets: int = 0
+    backfill_rows: int = 0
+    #: The backfill finished in this step (the offset is now ``backfill_version``).
+    backfill_done: bool = False
     seconds: float = 0.0
 
 
@@ -337,9 +363,12 @@ class AnomalyMonitorCore:
         notify_within: timedelta = NOTIFY_WITHIN,
         failed_retry_s: float = 30.0,
         clock: Callable[[], datetime] | None = None,
+        backfill: bool | None = None,
     ) -> None:
         ensure_tables(settings, ("transactions", "flags", "notifications"))
         self.settings = settings
+        #: Score the existing ledger on a first start (None: ``settings.anomaly_backfill``).
+        self.backfill = settings.anomaly_backfill if backfill is None else backfill
         self.model_source: ModelSource = model_source or RegistryModelSource(settings)
         self.flags = flags or FlagStore(settings)
         self.notifier = notifier or AnomalyNotifier(settings)
@@ -365,19 +394,49 @@ class AnomalyMonitorCore:
             "flags_written": 0,
             "notifications_written": 0,
             "failed": 0,
+            #: Backfill progress: buckets done (durable, across restarts) and debits scored.
+            "backfill_buckets_done": 0,
+            "backfill_rows": 0,
         }
         self.resumed_from: int | None = None
+        #: The backfill under way (``version``, ``next_bucket``), or None.
+        self._backfill: dict[str, int] | None = None
+        #: The offset: the last transactions version fully processed (None while backfilling).
+        self.offset: int | None
         saved = read_offset(settings)
         current = self.watcher.start()
-        if saved is None:
-            self.offset = current
+        self._retry = {u: set(t) for u, t in ((saved or {}).get("retry") or {}).items()}
+        self._retry_at = dict.fromkeys(self._retry, 0.0)
+        backfill = (saved or {}).get("backfill")
+        if saved is None or (saved.get("version") is None and not backfill):
             self._replay = False
+            if self.backfill and self._has_rows(current):
+                self._begin_backfill(current, 0)
+                log.info("anomaly monitor backfills transactions version %d (no offset)", current)
+            else:
+                self.offset = current
+                log.info("anomaly monitor starts at transactions version %d (no offset)", current)
             self._save_offset()
-            log.info("anomaly monitor starts at transactions version %d (no offset)", current)
+            return
+        if saved.get("version") is None:
+            pinned, next_bucket = int(backfill["version"]), int(backfill["next_bucket"])
+            if pinned > current or (pinned < current and not self.watcher.has_commit(pinned + 1)):
+                log.error(
+                    "cannot resume the anomaly backfill of transactions version %d (the table "
+                    "is at %d: recreated, or the log no longer keeps commit %d); backfilling "
+                    "version %d from the start",
+                    pinned,
+                    current,
+                    pinned + 1,
+                    current,
+                )
+                pinned, next_bucket = current, 0
+            self._begin_backfill(pinned, next_bucket)
+            # The next bucket may be half done by the previous process: read flags back.
+            self._replay = True
+            self._save_offset()
             return
         offset = int(saved["version"])
-        self._retry = {u: set(t) for u, t in (saved.get("retry") or {}).items()}
-        self._retry_at = dict.fromkeys(self._retry, 0.0)
         if offset > current:
             log.error(
                 "anomaly offset %d is ahead of the transactions table (%d); was the table "
@@ -406,14 +465,29 @@ class AnomalyMonitorCore:
     # -- state -----------------------------------------------------------------------------
 
     def _save_offset(self) -> None:
-        write_offset(
-            self.settings,
-            {
-                "version": self.offset,
-                "retry": {u: sorted(t) for u, t in sorted(self._retry.items())},
-                "updated_at": datetime.now(UTC).isoformat(),
-            },
-        )
+        state: dict[str, Any] = {
+            "version": self.offset,
+            "retry": {u: sorted(t) for u, t in sorted(self._retry.items())},
+            "updated_at": datetime.now(UTC).isoformat(),
+        }
+        if self._backfill is not None:
+            state["backfill"] = dict(self._backfill)
+        write_offset(self.settings, state)
+
+    def _has_rows(self, version: int) -> bool:
+        """Whether the transactions snapshot at ``version`` has any data file."""
+        return bool(self.transactions.table_at(version).file_uris())
+
+    def _begin_backfill(self, version: int, next_bucket: int) -> None:
+        self._backfill = {"version": version, "next_bucket": next_bucket}
+        self.offset = None
+        # Once the backfill is done, the log is followed from the pinned version.
+        self.watcher.seek(version)
+        self.stats["backfill_buckets_done"] = next_bucket
+
+    @property
+    def backfilling(self) -> bool:
+        return self._backfill is not None
 
     @property
     def retry_users(self) -> set[str]:
@@ -440,6 +514,9 @@ class AnomalyMonitorCore:
             return report
         version, model = loaded
         report.model_version = version
+        if self._backfill is not None:
+            self._backfill_step(version, model, report)
+            return self._finish(report, started)
         if self._inflight is None:
             self._inflight = self.watcher.poll()
         change = self._inflight
@@ -485,12 +562,75 @@ class AnomalyMonitorCore:
         elif due or failed:
             self._save_offset()
         report.failed_users = len(failed)
+        return self._finish(report, started)
+
+    def _finish(self, report: AnomalyStepReport, started: float) -> AnomalyStepReport:
         report.seconds = time.perf_counter() - started
         self.last = report
         for name in ("scored", "flagged", "flags_written", "notifications_written"):
             self.stats[name] += getattr(report, name)
-        self.stats["failed"] += len(failed)
+        self.stats["failed"] += report.failed_users
         return report
+
+    def _backfill_step(
+        self, model_version: str, model: AnomalyModel, report: AnomalyStepReport
+    ) -> None:
+        """Score the next bucket of the snapshot being backfilled that has debits (one)."""
+        state = self._backfill
+        assert state is not None
+        pinned, nb = state["version"], self.settings.num_buckets
+        report.backfill_version = pinned
+        report.replay = self._replay
+        failed: dict[str, set[str]] = {}
+        try:
+            while state["next_bucket"] < nb:
+                bucket = state["next_bucket"]
+                table = self.transactions.dataset(pinned, bucket).to_table(
+                    columns=list(HISTORY_COLUMNS)
+                )
+                debits = table.filter(pc.less(table.column("amount_minor"), 0))
+                work: dict[str, set[str]] = {}
+                for user, txn in zip(
+                    debits.column("user_id").to_pylist(),
+                    debits.column("txn_id").to_pylist(),
+                    strict=True,
+                ):
+                    work.setdefault(user, set()).add(txn)
+                if work:
+
+                    def history(users: Sequence[str], table: pa.Table = table) -> pd.DataFrame:
+                        mask = pc.is_in(
+                            table.column("user_id"), pa.array(users, table.column("user_id").type)
+                        )
+                        return table.filter(mask).to_pandas()
+
+                    failed = self._process(model_version, model, work, report, history)
+                    report.backfill_rows += debits.num_rows
+                state["next_bucket"] = bucket + 1
+                report.backfill_buckets += 1
+                if work:
+                    break  # one bucket of work per step
+        except BaseException:
+            # Part of the bucket may be written: its retry reads flags back before notifying.
+            self._replay = True
+            raise
+        self._replay = False
+        now = time.monotonic()
+        for user, txns in failed.items():
+            self._retry[user] = self._retry.get(user, set()) | txns
+            self._retry_at[user] = now + self.failed_retry_s
+        report.failed_users = len(failed)
+        self.stats["backfill_buckets_done"] = state["next_bucket"]
+        self.stats["backfill_rows"] += report.backfill_rows
+        if state["next_bucket"] >= nb:
+            self._backfill = None
+            self.offset = pinned
+            report.backfill_done = True
+            log.info(
+                "anomaly backfill of transactions version %d done; following the log from there",
+                pinned,
+            )
+        self._save_offset()
 
     def _history(self, users: Sequence[str]) -> pd.DataFrame:
         """The users' full ledgers at the latest snapshot (one read per bucket)."""
@@ -535,15 +675,21 @@ class AnomalyMonitorCore:
         model: AnomalyModel,
         work: dict[str, set[str]],
         report: AnomalyStepReport,
+        history_of: Callable[[Sequence[str]], pd.DataFrame] | None = None,
     ) -> dict[str, set[str]]:
-        """Score, flag and notify, ``chunk_users`` users per commit; the users that failed."""
+        """Score, flag and notify, ``chunk_users`` users per commit; the users that failed.
+
+        ``history_of(users)`` gives the users' full ledgers (:meth:`_history`: the latest
+        snapshot).
+        """
+        history_of = history_of or self._history
         nb = self.settings.num_buckets
         users = sorted(work, key=lambda u: (user_bucket(u, nb), u))
         failed: dict[str, set[str]] = {}
         cutoff = self.clock() - self.notify_within
         for start in range(0, len(users), self.chunk_users):
             chunk = users[start : start + self.chunk_users]
-            history = self._history(chunk)
+            history = history_of(chunk)
             results, bad = self._score(model, history, chunk, work)
             for user in bad:
                 failed[user] = work[user]
@@ -588,11 +734,16 @@ class AnomalyMonitorCore:
         return failed
 
     def snapshot(self) -> dict[str, Any]:
-        """Stats for the actor: counters, offset, retries, the last step."""
+        """Stats for the actor: counters, offset, retries, backfill progress, the last step."""
         return {
             **self.stats,
             "offset": self.offset,
             "resumed_from": self.resumed_from,
+            "backfill": (
+                {**self._backfill, "buckets": self.settings.num_buckets}
+                if self._backfill is not None
+                else None
+            ),
             "watcher_version": self.watcher.version,
             "retry_users": len(self._retry),
             "flags": dict(self.flags.stats),

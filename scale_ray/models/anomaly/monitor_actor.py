@@ -3,9 +3,11 @@
 One named, detached actor per namespace (``get_if_exists``), restarted by Ray when it dies
 (``max_restarts=-1``): it is the single producer the exactly-once argument of
 :mod:`scale_ray.models.anomaly.monitor` relies on, and a restarted one resumes from the durable
-offset. Its polling loop runs on a daemon thread started by ``__init__`` (so a restarted actor
-resumes without anyone calling it); the core is built on that thread, retried until the data
-root answers, so a storage hiccup at start does not fail the actor's creation for good.
+offset. On a first start it backfills the existing ledger (``SCALE_ANOMALY_BACKFILL``), one
+bucket per poll; its stats show the progress. Its polling loop runs on a daemon thread started
+by ``__init__`` (so a restarted actor resumes without anyone calling it); the core is built on
+that thread, retried until the data root answers, so a storage hiccup at start does not fail
+the actor's creation for good.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class AnomalyMonitor:
         from scale_ray.models.anomaly.monitor import RegistryModelSource
 
         source = RegistryModelSource(self.settings, check_every_s=self.model_check_s)
-        return AnomalyMonitorCore(self.settings, source)
+        return AnomalyMonitorCore(self.settings, source, backfill=self.settings.anomaly_backfill)
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.errors += 1

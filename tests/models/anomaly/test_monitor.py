@@ -13,6 +13,7 @@ from deltalake import DeltaTable
 from scale_ray.demo.generator import DemoTenant, generate_tenants
 from scale_ray.ingest.records import ParsedTxn
 from scale_ray.ledger.delta import DeltaAppender, open_table
+from scale_ray.ledger.keys import user_bucket
 from scale_ray.ledger.offline import OfflineLedgerWriter
 from scale_ray.ledger.rows import transactions_table
 from scale_ray.models.anomaly.features import build_features
@@ -86,6 +87,8 @@ def notifications(settings: Settings) -> list[dict]:
 
 
 def core_for(settings: Settings, **kw: object) -> AnomalyMonitorCore:
+    """A core on the registry's live model; no backfill unless asked (``backfill=True``)."""
+    kw.setdefault("backfill", False)
     return AnomalyMonitorCore(settings, RegistryModelSource(settings, check_every_s=0), **kw)
 
 
@@ -256,3 +259,164 @@ def test_notification_text() -> None:
     assert note["title"] == "Unusual payment of £45.13 at TESCO"
     assert note["message"] == "At 03:12" and note["kind"] == "anomaly"
     assert json.loads(note["data_json"]) == {"flag_id": "f", "txn_id": "t1", "score": 0.712346}
+
+
+# -- backfill of the ledger that existed before the first start ------------------------------
+
+
+def ledger_with_plants(settings: Settings, tenants: list[DemoTenant]) -> int:
+    """The demo ledger plus a recent and an old planted charge; the table version after it."""
+    load_history(settings, tenants)
+    write(settings, tenants[0].user_id, [plant("p-recent", NOW - timedelta(days=2))])
+    return write(settings, tenants[1].user_id, [plant("p-old", NOW - timedelta(days=60))])
+
+
+def debit_count(settings: Settings, version: int) -> int:
+    table = DeltaTable(settings.table_uri("transactions"), version=version).to_pyarrow_table()
+    return sum(1 for a in table.column("amount_minor").to_pylist() if a < 0)
+
+
+def run_backfill(core: AnomalyMonitorCore, max_steps: int = 20) -> list:
+    reports = []
+    while core.backfilling:
+        assert len(reports) < max_steps, "the backfill does not end"
+        reports.append(core.step())
+    return reports
+
+
+def flag_keys(settings: Settings) -> Counter:
+    return Counter((f["user_id"], f["txn_id"]) for f in flags_table(settings))
+
+
+def test_first_start_backfills_the_existing_ledger_bucket_by_bucket(
+    settings: Settings, tenants: list[DemoTenant], model: AnomalyModel
+) -> None:
+    # Prepare: a ledger (with a recent and an old planted charge), no offset file, no model.
+    pinned = ledger_with_plants(settings, tenants)
+    core = core_for(settings, backfill=True, chunk_users=1)
+    saved = read_offset(settings)
+    assert saved is not None and saved["version"] is None
+    assert saved["backfill"] == {"version": pinned, "next_bucket": 0}
+    assert core.offset is None and core.snapshot()["backfill"]["buckets"] == 8
+    # No model: nothing happens, the backfill waits.
+    assert core.step().no_model and read_offset(settings)["backfill"]["next_bucket"] == 0  # type: ignore[index]
+
+    # Execute: publish a model, step until the backfill is done.
+    publish(settings, model)
+    reports = run_backfill(core)
+
+    # Assert: one bucket with debits per step, all buckets done, the offset is the pinned version.
+    busy = {user_bucket(t.user_id, 8) for t in tenants}
+    assert len(reports) == len(busy)
+    assert all(r.backfill_version == pinned and r.version is None for r in reports)
+    assert sum(r.backfill_buckets for r in reports) == 8 and reports[-1].backfill_done
+    assert sum(r.backfill_rows for r in reports) == debit_count(settings, pinned)
+    assert core.offset == pinned and core.snapshot()["backfill"] is None
+    assert core.stats["backfill_buckets_done"] == 8
+    assert core.stats["backfill_rows"] == debit_count(settings, pinned)
+    saved = read_offset(settings)
+    assert saved is not None and saved["version"] == pinned and "backfill" not in saved
+    # Both planted charges are flagged; only the recent one notified.
+    flags = flag_keys(settings)
+    ann, ben = tenants[0].user_id, tenants[1].user_id
+    assert {(ann, "p-recent"), (ben, "p-old")} <= flags.keys() and max(flags.values()) == 1
+    notified = {json.loads(n["data_json"])["txn_id"] for n in notifications(settings)}
+    assert "p-recent" in notified and "p-old" not in notified
+    booked = {t.txn_id: t.booked_at for tenant in tenants for t in tenant.transactions}
+    assert all(booked[t] >= NOW - timedelta(days=14) for t in notified - {"p-recent"})
+    assert sum(r.not_notified_old for r in reports) >= 1
+    # Normal following resumes from the pinned version.
+    assert core.step().version is None
+    last = write(settings, ann, [plant("p-next", NOW - timedelta(days=1))])
+    report = core.step()
+    assert report.version == last and report.backfill_version is None
+    assert flag_keys(settings)[(ann, "p-next")] == 1
+
+
+def test_a_crash_mid_backfill_resumes_at_the_next_bucket_and_later_commits_are_scored_once(
+    settings: Settings, tenants: list[DemoTenant], model: AnomalyModel
+) -> None:
+    pinned = ledger_with_plants(settings, tenants)
+    publish(settings, model)
+    first = core_for(settings, backfill=True)
+    done = first.step()
+    assert done.backfill_rows > 0 and not done.backfill_done
+    next_bucket = read_offset(settings)["backfill"]["next_bucket"]  # type: ignore[index]
+    assert next_bucket == done.backfill_buckets
+    ann = tenants[0].user_id
+    during = write(settings, ann, [plant("p-during", NOW - timedelta(days=1))])
+
+    # Execute: the process dies; a new one resumes the backfill.
+    del first
+    second = core_for(settings, backfill=True)
+    assert second.offset is None and second.snapshot()["backfill"] == {
+        "version": pinned,
+        "next_bucket": next_bucket,
+        "buckets": 8,
+    }
+    assert second.stats["backfill_buckets_done"] == next_bucket
+    reports = run_backfill(second)
+
+    # Assert: the rest of the snapshot, and only it, was scored; nothing written twice.
+    assert done.backfill_rows + sum(r.backfill_rows for r in reports) == debit_count(
+        settings, pinned
+    )
+    assert reports[0].replay and second.offset == pinned
+    flags = flag_keys(settings)
+    assert max(flags.values()) == 1 and (ann, "p-during") not in flags
+    # The commit made during the backfill is scored by the normal path, once.
+    report = second.step()
+    assert report.version == during and report.scored == 1
+    assert flag_keys(settings)[(ann, "p-during")] == 1
+    assert second.step().version is None and flag_keys(settings)[(ann, "p-during")] == 1
+    notes = Counter(n["notification_id"] for n in notifications(settings))
+    assert notes[notification_id("p-during")] == 1 and max(notes.values()) == 1
+
+
+def test_a_bucket_half_done_before_a_crash_is_replayed_without_duplicates(
+    settings: Settings, tenants: list[DemoTenant], model: AnomalyModel
+) -> None:
+    ledger_with_plants(settings, tenants)
+    publish(settings, model)
+    # The previous process wrote a bucket's flags and notifications, then died before saving.
+    first = core_for(settings, backfill=True, chunk_users=1)
+    before = read_offset(settings)
+    done = first.step()
+    written = len(flags_table(settings)), len(notifications(settings))
+    assert done.flags_written > 0
+    write_offset(settings, before)  # type: ignore[arg-type]
+
+    replayed = core_for(settings, backfill=True)
+    report = replayed.step()
+
+    assert report.replay and report.backfill_rows == done.backfill_rows
+    assert report.flags_written == 0 and report.notifications_written == 0
+    assert (len(flags_table(settings)), len(notifications(settings))) == written
+    run_backfill(replayed)
+    assert max(flag_keys(settings).values()) == 1
+    assert max(Counter(n["notification_id"] for n in notifications(settings)).values()) == 1
+
+
+def test_without_backfill_the_existing_ledger_is_not_scored(
+    settings: Settings, tenants: list[DemoTenant], model: AnomalyModel
+) -> None:
+    pinned = ledger_with_plants(settings, tenants)
+    publish(settings, model)
+    # The default comes from the settings.
+    quiet = Settings(
+        data_root=settings.data_root, num_buckets=8, writer_shards=2, anomaly_backfill=False
+    )
+    core = AnomalyMonitorCore(quiet, RegistryModelSource(quiet, check_every_s=0))
+
+    assert not core.backfill and not core.backfilling and core.offset == pinned
+    assert read_offset(settings)["version"] == pinned  # type: ignore[index]
+    report = core.step()
+    assert report.version is None and report.backfill_version is None
+    assert flags_table(settings) == [] and core.snapshot()["backfill"] is None
+
+
+def test_an_empty_ledger_needs_no_backfill(settings: Settings) -> None:
+    core = core_for(settings, backfill=True)
+    assert not core.backfilling and core.offset == open_table(settings, "transactions").version()
+    saved = read_offset(settings)
+    assert saved is not None and "backfill" not in saved
