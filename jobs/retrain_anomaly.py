@@ -23,9 +23,21 @@ Steps (:mod:`scale_ray.models.anomaly.training` holds the plain functions each t
 5. **Score**: one task per shard scores its rows with the merged forest and returns the scores
    per segment (and a small uniform sample of rows for the reference row of reasons); the
    driver sets per-segment thresholds from them (``thresholds_from_scores``).
-6. **Publish** a new ``anomaly`` version with its metadata (pinned version, shards, rows,
-   users, date range, thresholds, flag rate, flagged share per segment); ``--promote`` makes it
-   live, and replicas running ``model_version: live`` pick it up on their next reconfigure.
+6. **Feedback**: one task reads the flags users resolved (``legitimate`` / ``fraud``) and those
+   users' ledgers at the pinned version, and scores the labelled rows with the new model
+   (:mod:`scale_ray.models.anomaly.feedback`): counts, the live precision users judged, and
+   this model's recall on confirmed fraud, false-flag rate on legitimate rows and ROC-AUC.
+   Always computed; in the summary and the metadata (``"feedback"``). With
+   ``--tune-thresholds`` the per-segment thresholds are then adjusted by
+   :func:`~scale_ray.models.anomaly.feedback.tune_thresholds` (segments with at least
+   ``--min-labels`` labelled rows; bounded by the training scores to between half and twice
+   the flag rate) before publishing; the metadata's ``"threshold_tuning"`` records the
+   thresholds before and after, each segment's explanation and the feedback at the untuned
+   thresholds. No resolved flags: zeros and nulls, and nothing changes.
+7. **Publish** a new ``anomaly`` version with its metadata (pinned version, shards, rows,
+   users, date range, thresholds, flag rate, flagged share per segment, feedback); ``--promote``
+   makes it live, and replicas running ``model_version: live`` pick it up on their next
+   reconfigure.
 
 Features are built once (step 3) and reused by steps 4 and 5 through object references. The
 job prints one JSON summary. An empty ledger (fewer than two debits at the pinned version)
@@ -47,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from scale_ray.models.anomaly import training
+from scale_ray.models.anomaly import feedback, training
 from scale_ray.models.anomaly.model import DEFAULT_FLAG_RATE, merge_forests
 from scale_ray.models.anomaly.serving import MODEL_NAME, publish_anomaly_model
 from scale_ray.models.registry import ModelRegistry
@@ -81,6 +93,8 @@ def run(
     cpus_per_task: float = 1.0,
     promote: bool = False,
     version: int | None = None,
+    tune_thresholds: bool = False,
+    min_labels: int = feedback.MIN_LABELS,
 ) -> dict[str, Any]:
     """The sharded retrain on the Ray this process is connected to; the JSON summary."""
     import ray
@@ -163,7 +177,34 @@ def run(
     )
     t = lap("score", t)
 
-    # 6. publish.
+    # 6. feedback: the users' verdicts on flags, scored by this model; optional tuning.
+    labels_task = remote(feedback.labelled_scores)
+    labelled = ray.get(labels_task.remote(settings, model, version=pinned, with_reference=False))
+    tuning: dict[str, Any] | None = None
+    if tune_thresholds:
+        reference = {name: scores[segments == name] for name in feedback.SEGMENTS}
+        tuned = feedback.tune_thresholds(
+            model, labelled, reference=reference, min_labels=min_labels
+        )
+        untuned = feedback.summarize(labelled, tuned.before)
+        tuning = {
+            **tuned.as_dict(),
+            "feedback_before": {
+                k: untuned[k]
+                for k in ("fraud_flagged", "legitimate_flagged", "recall", "false_flag_rate")
+            },
+            "flagged_fraction_before": stats["flagged_fraction"],
+        }
+        if tuned.changed:
+            model.thresholds = dict(tuned.thresholds)
+            stats["thresholds"] = model.thresholds
+            stats["flagged_fraction"] = training.flagged_fraction(
+                scores, segments, model.thresholds
+            )
+    metrics = feedback.summarize(labelled, model.thresholds)
+    t = lap("feedback", t)
+
+    # 7. publish.
     dates = [s for s in summaries if s["date_from"] is not None]
     meta = {
         "data_source": "ledger",
@@ -183,7 +224,10 @@ def run(
         "trees_per_shard": trees,
         "reference_sample_rows": sum(len(part["sample"]) for part in scored),
         **stats,
+        "feedback": metrics,
     }
+    if tuning is not None:
+        meta["threshold_tuning"] = tuning
     registry = ModelRegistry.from_settings(settings)
     published = publish_anomaly_model(registry, model, meta, promote=promote)
     lap("publish", t)
@@ -201,6 +245,8 @@ def run(
         "flag_rate": flag_rate,
         "thresholds": stats["thresholds"],
         "flagged_fraction": stats["flagged_fraction"],
+        "feedback": metrics,
+        "threshold_tuning": tuning,
         "seconds": round(time.perf_counter() - started, 3),
         "timings": timings,
     }
@@ -217,11 +263,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs each task takes")
     parser.add_argument("--promote", action="store_true", help="make the new version live")
     parser.add_argument("--local", action="store_true", help="start a local Ray in this process")
+    parser.add_argument(
+        "--tune-thresholds",
+        action="store_true",
+        help="adjust per-segment thresholds from users' flag verdicts before publishing",
+    )
+    parser.add_argument(
+        "--min-labels",
+        type=int,
+        default=feedback.MIN_LABELS,
+        help="labelled rows a segment needs before --tune-thresholds moves its threshold",
+    )
     args = parser.parse_args(argv)
     if args.shards < 1 or args.n_estimators < args.shards:
         parser.error("need --shards >= 1 and --n-estimators >= --shards")
     if not 0.0 < args.flag_rate < 1.0:
         parser.error("--flag-rate must be within (0, 1)")
+    if args.min_labels < 1:
+        parser.error("--min-labels must be >= 1")
     logging.basicConfig(level="INFO", stream=sys.stderr)
     settings = _absolute(Settings.from_env())
 
@@ -243,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             cpus_per_task=args.cpus_per_task,
             promote=args.promote,
             version=args.table_version,
+            tune_thresholds=args.tune_thresholds,
+            min_labels=args.min_labels,
         )
     except EmptyLedger as exc:
         print(f"retrain_anomaly: {exc}", file=sys.stderr)

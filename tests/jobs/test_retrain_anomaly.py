@@ -6,10 +6,12 @@ ask for a quarter CPU each because the session's Serve app may hold most of the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -18,6 +20,8 @@ from scale_ray.ingest.records import ParsedTxn
 from scale_ray.ledger.offline import OfflineLedgerWriter
 from scale_ray.ledger.rows import transactions_table
 from scale_ray.models.anomaly.features import build_features
+from scale_ray.models.anomaly.feedback import feedback_metrics
+from scale_ray.models.anomaly.flags import FlagStore, flag_id
 from scale_ray.models.anomaly.model import DEFAULT_MAX_SAMPLES
 from scale_ray.models.anomaly.serving import MODEL_NAME, load_anomaly_model
 from scale_ray.models.anomaly.training import read_ledger
@@ -74,7 +78,7 @@ def test_sharded_retrain_publishes_a_merged_forest(
     assert set(report["thresholds"]) == {"*", "growing", "established"}
     assert set(report["flagged_fraction"]) == {"*", "new", "growing", "established"}
     assert report["flagged_fraction"]["*"] == pytest.approx(0.005, abs=0.002)
-    assert set(report["timings"]) == {"plan", "features", "fit", "score", "publish"}
+    assert set(report["timings"]) == {"plan", "features", "fit", "score", "feedback", "publish"}
     # ... the registry version and its metadata
     assert registry.live(MODEL_NAME) == version  # the only version, though not promoted
     assert not (registry.root / MODEL_NAME / "LIVE").exists()
@@ -105,6 +109,75 @@ def test_sharded_retrain_publishes_a_merged_forest(
 
 
 @pytest.mark.integration
+def test_feedback_in_the_metadata_and_tuned_thresholds(
+    ray_cluster: None, job_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare
+    pinned = _ledger(job_settings)
+    registry = ModelRegistry.from_settings(job_settings)
+    argv = ["--shards", "2", "--n-estimators", "30", "--tune-thresholds", *TASK_CPUS]
+    # Execute: no verdicts yet.
+    code, first = _run(argv, capsys)
+    # Assert: zeros and nulls, thresholds untouched.
+    assert code == 0
+    meta = registry.metadata(MODEL_NAME, first["version"])
+    assert meta["feedback"] == first["feedback"]
+    assert first["feedback"]["resolved"] == 0 and first["feedback"]["recall"] is None
+    assert first["feedback"]["table_version"] == pinned
+    tuning = meta["threshold_tuning"]
+    assert tuning == first["threshold_tuning"] and tuning["changed"] is False
+    assert tuning["before"] == tuning["after"] == first["thresholds"] == meta["thresholds"]
+    assert {s["action"] for s in tuning["segments"].values()} == {"kept"}
+
+    # Users resolve flags: two confirmed frauds just below the established threshold, ten
+    # legitimate verdicts on ordinary rows.
+    _, model = load_anomaly_model(registry, first["version"])
+    features = build_features(read_ledger(job_settings, version=pinned))
+    established = features.take(features.segments == "established")
+    scores = model.score(established.X)
+    order = np.argsort(-scores, kind="stable")
+    base = int((scores >= model.thresholds["established"]).sum())
+    frauds, legit = order[[base + 1, base + 3]], order[1000:1010]
+    store = FlagStore(job_settings)
+    chosen = model.results(established.take(np.r_[frauds, legit]), explain="none")
+    store.record([dataclasses.replace(r, flagged=True) for r in chosen], first["version"])
+    for i, verdict in [(i, "fraud") for i in frauds] + [(i, "legitimate") for i in legit]:
+        row = established.rows.iloc[i]
+        store.resolve(row["user_id"], flag_id(row["txn_id"]), verdict)
+
+    # Execute: the same retrain (same forest), tuning segments with at least 12 labels.
+    code, second = _run([*argv, "--min-labels", "12"], capsys)
+
+    # Assert: the established threshold moved down to the lowest confirmed fraud.
+    assert code == 0
+    meta = registry.metadata(MODEL_NAME, second["version"])
+    tuning = meta["threshold_tuning"]
+    assert tuning["changed"] is True and tuning["before"] == first["thresholds"]
+    assert tuning["after"] == second["thresholds"] == meta["thresholds"]
+    assert tuning["after"]["established"] == float(scores[frauds].min())
+    assert tuning["segments"]["established"]["action"] == "lowered"
+    assert tuning["settings"]["min_labels"] == 12
+    assert {k: v for k, v in tuning["after"].items() if k != "established"} == {
+        k: v for k, v in tuning["before"].items() if k != "established"
+    }
+    assert tuning["feedback_before"]["recall"] == 0.0
+    assert tuning["flagged_fraction_before"] == first["flagged_fraction"]
+    assert second["flagged_fraction"]["established"] > first["flagged_fraction"]["established"]
+    # ... the feedback recorded is that of the published (tuned) model.
+    fb = meta["feedback"]
+    assert (fb["resolved"], fb["fraud"], fb["legitimate"], fb["unmatched"]) == (12, 2, 10, 0)
+    assert fb["live_precision"] == round(2 / 12, 6) and fb["recall"] == 1.0
+    _, published = load_anomaly_model(registry, second["version"])
+    assert published.thresholds == tuning["after"]
+    assert fb == json.loads(json.dumps(feedback_metrics(job_settings, published, version=pinned)))
+    # Without --tune-thresholds the feedback is still reported; nothing is tuned.
+    code, third = _run(argv[:4] + TASK_CPUS, capsys)
+    assert code == 0 and third["threshold_tuning"] is None
+    assert third["thresholds"] == first["thresholds"] and third["feedback"]["recall"] == 0.0
+    assert "threshold_tuning" not in registry.metadata(MODEL_NAME, third["version"])
+
+
+@pytest.mark.integration
 def test_empty_ledger_exits_with_a_clear_error(
     ray_cluster: None, job_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -130,6 +203,11 @@ def test_empty_ledger_exits_with_a_clear_error(
 
 
 def test_arguments_are_checked() -> None:
-    for argv in (["--shards", "0"], ["--shards", "4", "--n-estimators", "3"], ["--flag-rate", "1"]):
+    for argv in (
+        ["--shards", "0"],
+        ["--shards", "4", "--n-estimators", "3"],
+        ["--flag-rate", "1"],
+        ["--min-labels", "0"],
+    ):
         with pytest.raises(SystemExit):
             retrain_anomaly.main(argv)
