@@ -29,15 +29,21 @@ def build_app(args: AppArgs | dict[str, Any]) -> Any:
     through a ``DeploymentHandle`` to ``Analytics`` (DuckDB over Delta snapshots), and
     ``/v1/categorize`` to ``Categorizer`` (the HypCD model, on a fractional GPU).
     ``AnomalyScorer`` (IsolationForest, CPU) scores a user's transactions against their own
-    history; the anomaly monitor flags new ones as they commit.
+    history; the anomaly monitor flags new ones as they commit. ``Forecaster`` (the TFT, 0.4
+    GPU) answers ``/v1/forecast``.
     """
     from deployments.analytics import Analytics
     from deployments.anomaly import AnomalyScorer
     from deployments.categorizer import Categorizer
+    from deployments.forecaster import Forecaster
     from deployments.gateway import Gateway
 
     settings = AppArgs.model_validate(args).settings()
     env = settings.as_env()
     return Gateway.bind(
-        env, Analytics.bind(env), Categorizer.bind(env), anomaly=AnomalyScorer.bind(env)
+        env,
+        Analytics.bind(env),
+        Categorizer.bind(env),
+        anomaly=AnomalyScorer.bind(env),
+        forecaster=Forecaster.bind(env),
     )

@@ -29,6 +29,7 @@ class Gateway:
         analytics: DeploymentHandle | None = None,
         categorizer: DeploymentHandle | None = None,
         anomaly: DeploymentHandle | None = None,
+        forecaster: DeploymentHandle | None = None,
     ) -> None:
         self.settings = Settings.from_env(settings_env) if settings_env else Settings.from_env()
         logging.getLogger("scale").setLevel(self.settings.log_level)
@@ -37,6 +38,7 @@ class Gateway:
             analytics_handle=analytics,
             categorizer_handle=categorizer,
             anomaly_handle=anomaly,
+            forecaster_handle=forecaster,
         )
 
     def __serve_build_asgi_app__(self) -> Any:

@@ -89,6 +89,10 @@ def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     print("anomaly model: checking the model registry (the first run fits one) ...", flush=True)
     print(f"anomaly model version {ensure_anomaly_model(settings)}", flush=True)
+    from scale_ray.models.forecast.training import ensure_forecaster
+
+    print("forecaster: checking the model registry (the first run fits one) ...", flush=True)
+    print(f"forecaster version {ensure_forecaster(settings)}", flush=True)
     env = _ray_env()
     env.update(settings.as_env())
     ray_bin = str(Path(sys.executable).with_name("ray"))

@@ -74,6 +74,10 @@ class Settings:
     #: On its first start (no offset file) the anomaly monitor scores the existing ledger,
     #: bucket by bucket, before following new commits; False: only rows committed after it.
     anomaly_backfill: bool = True
+    #: What the first forecaster is fitted on when the registry has none (``scale-ray up``):
+    #: ``default`` (ledger users with enough history, else synthetic tenants; a minute or two
+    #: on 2 CPUs) or ``fast`` (a tiny model on a few synthetic tenants: seconds, for tests).
+    forecaster_bootstrap: str = "default"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -75,3 +75,17 @@ def test_anomaly_scorer_is_cpu_only_with_a_model_version() -> None:
     from deployments.anomaly import parse_user_config
 
     assert parse_user_config(entry["user_config"]) == "live"
+
+
+def test_forecaster_takes_two_fifths_of_a_gpu_and_a_model_version() -> None:
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    (scale,) = [a for a in config["applications"] if a["name"] == "scale"]
+    entry = {d["name"]: d for d in scale["deployments"]}["Forecaster"]
+    assert entry["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.4}
+    assert entry["user_config"] == {"model_version": "live"}
+    scaling = entry["autoscaling_config"]
+    assert scaling["min_replicas"] == 1 and scaling["max_replicas"] >= 1
+    assert scaling["target_ongoing_requests"] > 0
+    from deployments.forecaster import parse_user_config
+
+    assert parse_user_config(entry["user_config"]) == "live"

@@ -638,8 +638,11 @@ class _UserGen:
                 price = int(rng.integers(18_000, 65_000))
             account = _CC if self.has_cc and rng.random() < 0.6 else _CUR
             start_m = int(rng.integers(0, max(1, n_months // 2))) if rng.random() < 0.4 else 0
+            # A cancelled subscription ran at least six months (a short history: none ends).
             stop_m = (
-                int(rng.integers(start_m + 6, n_months + 1)) if rng.random() < 0.2 else n_months
+                int(rng.integers(start_m + 6, n_months + 1))
+                if rng.random() < 0.2 and start_m + 6 <= n_months
+                else n_months
             )
             stop_m = max(stop_m, start_m + 1)
             lo = cal.index(*cal.months[start_m], 1) or 0

@@ -642,9 +642,10 @@ def create_app(services: Services) -> Any:
     from scale_ray.gateway.analytics_routes import ROUTES as ANALYTICS_ROUTES
     from scale_ray.gateway.categorize_routes import ROUTES as CATEGORIZE_ROUTES
     from scale_ray.gateway.flag_routes import ROUTES as FLAG_ROUTES
+    from scale_ray.gateway.forecast_routes import ROUTES as FORECAST_ROUTES
 
     app = Starlette(
-        routes=ROUTES + ANALYTICS_ROUTES + CATEGORIZE_ROUTES + FLAG_ROUTES,
+        routes=ROUTES + ANALYTICS_ROUTES + CATEGORIZE_ROUTES + FLAG_ROUTES + FORECAST_ROUTES,
         middleware=[
             Middleware(
                 CORSMiddleware,

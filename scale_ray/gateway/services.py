@@ -47,6 +47,8 @@ class Services:
     categorizer: Any = None
     #: The AnomalyScorer deployment's handle (``score(user_id, txn_ids)``), or None.
     anomaly: Any = None
+    #: ``ForecasterClient`` over the Forecaster deployment's handle, or None (503).
+    forecaster: Any = None
     #: Server-Sent Events fan-out of notifications (created lazily, one per replica).
     hub: Any = None
     #: "Today" for date defaults (a function, so tests can pin it).
@@ -61,11 +63,13 @@ class Services:
         analytics_handle: Any = None,
         categorizer_handle: Any = None,
         anomaly_handle: Any = None,
+        forecaster_handle: Any = None,
     ) -> Services:
         """Services of one gateway replica; without a handle, analytics run in process (and
         without a categorizer handle, ``/v1/categorize`` answers 503)."""
         from scale_ray.gateway.analytics_client import AnalyticsClient, LocalAnalyticsClient
         from scale_ray.gateway.categorize_routes import CategorizerClient
+        from scale_ray.gateway.forecast_routes import ForecasterClient
         from scale_ray.ledger.writer_client import LedgerWriterClient
 
         ensure_tables(settings)
@@ -86,6 +90,7 @@ class Services:
             analytics=analytics,
             categorizer=CategorizerClient(categorizer_handle) if categorizer_handle else None,
             anomaly=anomaly_handle,
+            forecaster=ForecasterClient(forecaster_handle) if forecaster_handle else None,
             # Streams end before Serve's 120 s request timeout; clients resume by Last-Event-ID.
             hub=NotificationHub(settings, max_stream_s=100),
         )

@@ -121,6 +121,40 @@ FLAGS = pa.schema(
     ]
 )
 
+#: Cash-flow forecasts, one row per (user, origin, model version, day ahead). ``as_of`` is the
+#: forecast origin: the last day of the user's history the model saw; ``date`` is the day
+#: forecast, ``horizon_day`` its distance from ``as_of`` (1 = the next day). Quantiles are
+#: estimates in the currency's major units (floats, like the model's outputs); the ledger's
+#: own money stays exact. ``ledger_version`` is the ``transactions`` version the history was
+#: read at. ``jobs/forecast_all.py`` merges on (user_id, as_of, model_version, horizon_day),
+#: so a rerun never duplicates. ``explanation_json`` (summary, sentences, weights) is the same
+#: on every row of one forecast (Parquet stores it once per page).
+FORECASTS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("user_bucket", pa.int32(), nullable=False),
+        pa.field("as_of", pa.date32(), nullable=False),
+        pa.field("ledger_version", pa.int64(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("horizon_day", pa.int16(), nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("spend_p10", pa.float64()),
+        pa.field("spend_p50", pa.float64()),
+        pa.field("spend_p90", pa.float64()),
+        pa.field("income_p10", pa.float64()),
+        pa.field("income_p50", pa.float64()),
+        pa.field("income_p90", pa.float64()),
+        pa.field("balance_p10", pa.float64()),
+        pa.field("balance_p50", pa.float64()),
+        pa.field("balance_p90", pa.float64()),
+        #: P(balance < 0) on that day.
+        pa.field("prob_below_zero", pa.float64()),
+        pa.field("explanation_json", pa.string()),
+        pa.field("created_at", UTC_US, nullable=False),
+    ]
+)
+
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "transactions": TRANSACTIONS,
     "accounts": ACCOUNTS,
@@ -128,6 +162,7 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "user_state": USER_STATE,
     "notifications": NOTIFICATIONS,
     "flags": FLAGS,
+    "forecasts": FORECASTS,
 }
 PARTITIONS: dict[str, list[str]] = {
     "transactions": ["user_bucket"],
@@ -136,4 +171,5 @@ PARTITIONS: dict[str, list[str]] = {
     "user_state": ["user_bucket"],
     "notifications": ["user_bucket"],
     "flags": ["user_bucket"],
+    "forecasts": ["user_bucket"],
 }
