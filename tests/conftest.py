@@ -50,9 +50,15 @@ def txns() -> Callable[..., list[ParsedTxn]]:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
-    """The one local Ray of the test session (2 CPUs, one logical GPU, no dashboard)."""
+    """The one local Ray of the test session (4 logical CPUs, one logical GPU, no dashboard).
+
+    Logical CPUs are scheduling tokens, not cores: the session's app holds about 2 of them in
+    Serve replicas for the whole run, so with only 2 a later Ray Data or Ray Train test (whose
+    internal tasks ask for a whole CPU) would wait forever. ``scale-ray up`` gives a local head
+    at least 4 for the same reason.
+    """
     import ray
 
-    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
