@@ -14,6 +14,7 @@ from scale_ray.models.forecast.metrics import (
     q_risk,
     q_risks,
     quantile_loss,
+    swanson_mean,
     total_abs_errors,
     total_mae,
 )
@@ -107,3 +108,14 @@ def test_check_quantiles_rejects_crossing_negative_or_missing_values() -> None:
         check_quantiles(np.array([[[-1.0, 0.0, 2.0]]]))
     with pytest.raises(ValueError, match="non-finite"):
         check_quantiles(np.array([[[0.0, np.nan, 2.0]]]))
+
+
+def test_total_of_daily_means_by_swanson_rule() -> None:
+    # One day: P10 0, P50 0, P90 100 -> mean 30; the summed median would say 0.
+    q = np.array([[[0.0, 0.0, 100.0], [0.0, 10.0, 20.0]]])
+    np.testing.assert_allclose(swanson_mean(q), [[30.0, 10.0]])
+    out = forecast_metrics(np.array([[40.0, 0.0]]), q)
+    assert out["total_mae"] == pytest.approx(30.0)  # |40 - (0 + 10)|
+    assert out["total_mae_mean"] == pytest.approx(0.0)  # |40 - (30 + 10)|
+    assert out["total_mae_mean_norm"] == pytest.approx(0.0)
+    assert "total_mae_mean" not in forecast_metrics(np.ones((1, 2)), np.ones((1, 2, 2)), (0.2, 0.8))
