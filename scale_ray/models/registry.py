@@ -16,6 +16,7 @@ promoting or rolling back is one small write that replicas pick up on their next
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import logging
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
 LIVE_FILE = "LIVE"
+#: Held while a first version is published (:meth:`ModelRegistry.ensure_live`).
+LOCK_FILE_NAME = ".lock"
 TMP_PREFIX = ".tmp-"
 VERSION_FORMAT = "%Y%m%dT%H%M%S%fZ"
 #: Keys :meth:`ModelRegistry.publish` writes itself; callers' metadata may not set them.
@@ -154,6 +157,25 @@ class ModelRegistry:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    def ensure_live(self, name: str, publish_first: Callable[[], str]) -> str:
+        """The live version of ``name``; with none, ``publish_first()`` publishes one.
+
+        Safe when several processes call it at once: one publishes (holding an ``flock`` on
+        ``<root>/<name>/.lock``), the others wait and then return its version.
+        """
+        live = self.live(name)
+        if live is not None:
+            return live
+        folder = self.root / _check_name("name", name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / LOCK_FILE_NAME).open("a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                live = self.live(name)
+                return live if live is not None else publish_first()
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def promote(self, name: str, version: str) -> None:
         """Make ``version`` the live one (atomic replace of ``<name>/LIVE``)."""

@@ -18,7 +18,6 @@ takes seconds: at most :data:`BOOTSTRAP_MAX_ROWS` ledger rows (whole buckets) ar
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import time
@@ -78,7 +77,6 @@ DEFAULT_N_ESTIMATORS = 200
 MIN_SEGMENT_ROWS = 200
 #: Rows the job samples across shards for the reference row of reasons (a median).
 REFERENCE_SAMPLE_ROWS = 20_000
-LOCK_FILE = ".lock"
 
 
 # -- reading the ledger ----------------------------------------------------------------------
@@ -337,27 +335,17 @@ def ensure_anomaly_model(
     ``<models>/anomaly/.lock``), the others wait and then return its version.
     """
     registry = registry or ModelRegistry.from_settings(settings)
-    live = registry.live(MODEL_NAME)
-    if live is not None:
-        return live
-    folder = registry.root / MODEL_NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / LOCK_FILE).open("a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            live = registry.live(MODEL_NAME)
-            if live is not None:
-                return live
-            return _bootstrap(
-                settings,
-                registry,
-                min_ledger_debits=min_ledger_debits,
-                max_rows=max_rows,
-                synthetic_users=synthetic_users,
-                synthetic_years=synthetic_years,
-            )
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    return registry.ensure_live(
+        MODEL_NAME,
+        lambda: _bootstrap(
+            settings,
+            registry,
+            min_ledger_debits=min_ledger_debits,
+            max_rows=max_rows,
+            synthetic_users=synthetic_users,
+            synthetic_years=synthetic_years,
+        ),
+    )
 
 
 def _bootstrap(

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from scale_ray.models.forecast.balance import BalanceProjection
-from scale_ray.models.forecast.series import Schedule
+from scale_ray.models.forecast.series import Schedule, public_holidays
 
 #: Below this probability a low balance is not worth a warning.
 LOW_RISK = 0.1
@@ -135,15 +135,7 @@ def combined_importance(forecast: ExplainableForecast) -> dict[str, float]:
 
 
 def _holidays(country: str | None, days: list[date]) -> set[date]:
-    if not country or not days:
-        return set()
-    import holidays
-
-    try:
-        years = sorted({d.year for d in days})
-        return set(holidays.country_holidays(country, years=years).keys())
-    except (KeyError, NotImplementedError):
-        return set()
+    return public_holidays(country, {d.year for d in days}) if days else set()
 
 
 def _median(forecast: ExplainableForecast, target: str) -> np.ndarray | None:

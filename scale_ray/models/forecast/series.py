@@ -201,7 +201,8 @@ def daily_series(
 # -- covariates ------------------------------------------------------------------------------
 
 
-def _holidays(country: str | None, years: Iterable[int]) -> set[date]:
+def public_holidays(country: str | None, years: Iterable[int]) -> set[date]:
+    """Public holidays of ``country`` (ISO code) in ``years``; none for an unknown country."""
     if not country:
         return set()
     import holidays
@@ -216,7 +217,7 @@ def calendar_covariates(dates: pd.Series, country: str | None = None) -> pd.Data
     """Calendar covariates of ``dates`` (a datetime64 Series), aligned to its index."""
     d = pd.to_datetime(dates)
     days_in_month = d.dt.days_in_month
-    off = _holidays(country, d.dt.year.unique().tolist())
+    off = public_holidays(country, d.dt.year.unique().tolist())
     is_holiday = d.dt.date.isin(off).astype(np.int64) if off else pd.Series(0, index=d.index)
     weekend = (d.dt.weekday >= 5).astype(np.int64)
     return pd.DataFrame(
@@ -365,6 +366,7 @@ __all__ = [
     "daily_series",
     "future_days",
     "income_brackets",
+    "public_holidays",
     "schedule_covariates",
     "slug",
     "top_categories",

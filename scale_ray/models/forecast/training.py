@@ -24,7 +24,6 @@ bracket the training users defined.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import time
 from dataclasses import replace
@@ -62,7 +61,6 @@ SYNTHETIC_SEED = 2025
 #: Spend categories that become inputs (the top ones of the training rows).
 TOP_CATEGORIES = 3
 MODES = ("default", "fast")
-LOCK_FILE = ".lock"
 
 
 def bootstrap_config(mode: str) -> Any:
@@ -239,20 +237,7 @@ def ensure_forecaster(settings: Settings, registry: ModelRegistry | None = None)
     if mode not in MODES:
         raise ValueError(f"forecaster_bootstrap must be one of {MODES}, got {mode!r}")
     registry = registry or ModelRegistry.from_settings(settings)
-    live = registry.live(MODEL_NAME)
-    if live is not None:
-        return live
-    folder = registry.root / MODEL_NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / LOCK_FILE).open("a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            live = registry.live(MODEL_NAME)
-            if live is not None:
-                return live
-            return _bootstrap(settings, registry, mode)
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    return registry.ensure_live(MODEL_NAME, lambda: _bootstrap(settings, registry, mode))
 
 
 def _bootstrap(settings: Settings, registry: ModelRegistry, mode: str) -> str:

@@ -23,7 +23,6 @@ under a file lock so that replicas starting together train it once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import time
 from collections import Counter
@@ -43,7 +42,6 @@ from scale_ray.taxonomy import HINT_PATHS, UNCATEGORIZED, CategoryError, normali
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "categorizer"
-LOCK_FILE = ".lock"
 #: The shipped model's training schedule. One torch thread: on 2 shared CPUs, two threads
 #: contending with other processes made an epoch 20x slower (60 s against 2.5 s), while on
 #: idle cores the second thread gains little on these small matrices.
@@ -382,26 +380,18 @@ def ensure_categorizer(
     ``<root>/categorizer/.lock``), the others wait and then return its version.
     """
     registry = registry or ModelRegistry.from_settings(settings)
-    live = registry.live(MODEL_NAME)
-    if live is not None:
-        return live
-    folder = registry.root / MODEL_NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / LOCK_FILE).open("a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            live = registry.live(MODEL_NAME)
-            if live is not None:
-                return live
-            log.info("no categorizer under %s: training the first version", registry.root)
-            if rows is None and settings.categorizer_bootstrap == "builtin":
-                pairs = fallback_rows()
-                rows = ([t for t, _ in pairs], [p for _, p in pairs])
-            elif settings.categorizer_bootstrap not in ("default", "builtin"):
-                raise ValueError(
-                    "SCALE_CATEGORIZER_BOOTSTRAP must be 'default' or 'builtin', "
-                    f"not {settings.categorizer_bootstrap!r}"
-                )
-            return train_and_publish(settings, config, rows, registry=registry)
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def publish_first() -> str:
+        log.info("no categorizer under %s: training the first version", registry.root)
+        chosen = rows
+        if chosen is None and settings.categorizer_bootstrap == "builtin":
+            pairs = fallback_rows()
+            chosen = ([t for t, _ in pairs], [p for _, p in pairs])
+        elif settings.categorizer_bootstrap not in ("default", "builtin"):
+            raise ValueError(
+                "SCALE_CATEGORIZER_BOOTSTRAP must be 'default' or 'builtin', "
+                f"not {settings.categorizer_bootstrap!r}"
+            )
+        return train_and_publish(settings, config, chosen, registry=registry)
+
+    return registry.ensure_live(MODEL_NAME, publish_first)
